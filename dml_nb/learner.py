@@ -59,7 +59,8 @@ class BatchLoss(nn.Module):
 def _has_weights_for(loss, labels) -> bool:
     "False when `loss` (or a part of a `WeightedLoss`) learns per-class weights and `labels` has classes outside them."
     parts = loss.losses.values() if isinstance(loss, WeightedLoss) else [loss]
-    return all(not hasattr(part, "num_classes") or len(labels) == 0 or int(labels.max()) < part.num_classes for part in parts)
+    # MarginLoss has `num_classes=None` unless it learns one beta per class
+    return all(getattr(part, "num_classes", None) is None or len(labels) == 0 or int(labels.max()) < part.num_classes for part in parts)
 
 # %% ../nbs/08_learner.ipynb #db7d7803
 class LossParamsCallback(Callback):

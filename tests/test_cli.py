@@ -1,0 +1,256 @@
+"""End-to-end tests of the console scripts dml_train, dml_eval, dml_index and dml_query.
+
+They run the *installed* scripts as subprocesses, the way a user does, on a tiny folder of class folders (scikit-learn's
+digits written as PNGs, classes nested one level deep). One short training run is shared by the tests; the error
+cases, which are independent of each other, run concurrently to keep the file fast on two cores.
+"""
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+root = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
+ENV.pop("DML_NB_DEBUG", None)
+
+def script(name:str) -> str:
+    "The path of the installed console script `name` (next to this Python first)."
+    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if path is None: pytest.fail(f"console script {name} is not installed: run pip install -e .")
+    return path
+
+def start(name:str, *args, cwd=None) -> subprocess.Popen:
+    return subprocess.Popen([script(name), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=cwd)
+
+def finish(proc:subprocess.Popen, timeout:int=300) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+def run(name:str, *args, cwd=None) -> subprocess.CompletedProcess:
+    "Run a console script and require success."
+    proc = finish(start(name, *args, cwd=cwd))
+    assert proc.returncode == 0, f"{name} {' '.join(map(str, args))} failed with status {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+def run_many(cases:dict, workers:int=4) -> dict:
+    "Run independent commands `{name: (script, *args)}` a few at a time; their results by name."
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {name: pool.submit(lambda args: finish(start(*args)), args) for name, args in cases.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+def ok(proc:subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, f"{' '.join(map(str, proc.args))} failed with status {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+def check_user_error(proc:subprocess.CompletedProcess, *contains:str):
+    "A user error: non-zero exit, no traceback, exactly one `<script>: error: ...` line on stderr containing each of `contains`."
+    assert proc.returncode == 1, f"status {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1, proc.stderr
+    for text in contains: assert text in errors[0], errors[0]
+
+# ---------------------------------------------------------------- data and the shared run
+
+CLASSES = {"round/0": 0, "round/6": 6, "round/8": 8, "straight/1": 1, "straight/4": 4, "straight/7": 7}
+
+def write_digits(folder:Path, classes:dict, per_class:int=20, offset:int=0) -> Path:
+    "PNG class folders of scikit-learn's digits: `folder/<class>/<i>.png`."
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    for name, digit in classes.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        images = digits.images[digits.target == digit][offset:offset + per_class]
+        for i, image in enumerate(images):
+            Image.fromarray(np.round(image * 255 / 16).astype(np.uint8)).save(folder / name / f"{i:03d}.png")
+    return folder
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+@pytest.fixture(scope="module")
+def gallery(work) -> Path:
+    "A nested folder of class folders: 6 digit classes x 20 images."
+    return write_digits(work / "gallery", CLASSES)
+
+@pytest.fixture(scope="module")
+def trained(work, gallery):
+    "One short training run: the YAML file sets 3 epochs and 16-d embeddings, the command line --epochs 1 (it wins)."
+    config = work / "train.yaml"
+    config.write_text(yaml.safe_dump(dict(data=str(gallery), epochs=3, embed_dim=16, bs=30, m_per_class=10, size=16,
+                                          preset="tiny_gray", valid_pct=0.5, seed=1)))
+    proc = run("dml_train", "--config", config, "--epochs", "1", "--out", work / "runs" / "first", cwd=work)
+    return work / "runs" / "first", proc
+
+# ---------------------------------------------------------------- dml_train
+
+def test_train_writes_a_complete_run_folder(trained):
+    run_dir, proc = trained
+    files = {p.name for p in run_dir.iterdir()}
+    assert {"run.json", "weights.pth", "metrics.json", "history.csv", "umap.png", "retrieval.png", "index"} <= files, files
+    assert [p.name for p in run_dir.parent.iterdir()] == ["first"]  # no temporary folder left next to it
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("precision_at_1", "r_precision", "mean_average_precision_at_r", "recall_at_1", "recall_at_8", "NMI", "AMI"):
+        assert 0 <= metrics["before"][key] <= 1 and 0 <= metrics["after"][key] <= 1, key
+    assert metrics["n_images"] == 60 and len(metrics["classes"]) == 3
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert history[0].split(",")[:3] == ["epoch", "train_loss", "valid_loss"] and len(history) == 2  # one epoch
+    for picture in ("umap.png", "retrieval.png"):
+        with Image.open(run_dir / picture) as image: assert min(image.size) > 200
+    for text in ("unseen", "before", "after", "MAP@R", "R-precision", "P@1", "recall@4", "NMI", "AMI", "run folder"):
+        assert text in proc.stdout, text
+
+def test_config_file_and_flags(trained):
+    "The YAML file's values apply, except where the command line gives the flag."
+    info = json.loads((trained[0] / "run.json").read_text())
+    assert info["options"]["epochs"] == 1  # the command line wins over the file's 3
+    assert info["options"]["embed_dim"] == 16 and info["model_config"]["embed_dim"] == 16  # from the file
+    assert info["data_config"]["size"] == 16 and info["options"]["seed"] == 1
+    assert sorted(info["train_classes"] + info["valid_classes"]) == sorted(CLASSES)  # nested leaf folders are the classes
+
+def test_recipes_are_valid():
+    "Every recipe's keys are dml_train flags with values of the right type, and its loss exists."
+    from dml_nb.cli import read_config, dml_train, find_class
+    from dml_nb.losses import loss_classes
+    recipes = sorted((root / "recipes").glob("*.yaml"))
+    assert {p.name for p in recipes} >= {"digits.yaml", "omniglot.yaml", "cub200_resnet50.yaml"}
+    for recipe in recipes:
+        options = read_config(recipe, dml_train)
+        find_class(options.get("loss", "multi_similarity"), loss_classes(), "loss")
+    digits = read_config(root / "recipes" / "digits.yaml", dml_train)
+    from dml_nb.cli import script_defaults
+    defaults = script_defaults(dml_train)
+    assert all(defaults[k] == v for k, v in digits.items() if k not in ("valid_classes", "preset")), "digits.yaml must be the defaults"
+
+# ---------------------------------------------------------------- dml_eval, dml_index, dml_query and the errors
+# Everything below needs only the trained run: the independent commands run a few at a time.
+
+@pytest.fixture(scope="module")
+def after_training(work, trained, gallery):
+    "Run dml_eval, dml_index, dml_query and every error case on the trained run; their results by name."
+    run_dir = trained[0]
+    bad = work / "bad"; bad.mkdir()
+    (bad / "bad_key.yaml").write_text("epochs: 2\nlearning_rate: 0.1\n")
+    (bad / "bad_value.yaml").write_text("epochs: two\n")
+    (bad / "broken.png").write_text("this is not an image")
+    old_run = bad / "old_run"; shutil.copytree(run_dir, old_run)
+    info = json.loads((old_run / "run.json").read_text()); info["format_version"] = 999
+    (old_run / "run.json").write_text(json.dumps(info))
+    other_run = work / "runs" / "other"  # the same architecture with other weights: another fingerprint
+    import torch
+    from dml_nb.inference import save_run
+    from dml_nb.models import embedder_from_config
+    torch.manual_seed(123)
+    save_run(other_run, embedder_from_config(info["model_config"]), info["data_config"])
+    image, index_dir = next(gallery.rglob("*.png")), work / "gallery_index"
+    valid_query = next((gallery / info["valid_classes"][0]).glob("*.png"))
+    results = run_many({
+        "eval_json": ("dml_eval", run_dir, "--data", gallery, "--k", "1", "2", "--json"),
+        "eval_table": ("dml_eval", run_dir, "--data", gallery),
+        "index": ("dml_index", run_dir, "--data", gallery, "--out", index_dir),
+        "run_index_query": ("dml_query", run_dir, run_dir / "index", valid_query, "--json"),
+        "unknown_loss": ("dml_train", "--data", gallery, "--loss", "multi_similarty", "--out", bad / "x1"),
+        "unknown_miner": ("dml_train", "--data", gallery, "--miner", "hardest", "--out", bad / "x2"),
+        "unknown_data": ("dml_train", "--data", bad / "no_such_folder", "--out", bad / "x3"),
+        "unknown_arch": ("dml_train", "--data", gallery, "--arch", "resnet_nonexistent", "--size", "16", "--bs", "30",
+                         "--out", bad / "deeper" / "x4"),
+        "bad_config_key": ("dml_train", "--config", bad / "bad_key.yaml"),
+        "bad_config_value": ("dml_train", "--config", bad / "bad_value.yaml"),
+        "out_exists": ("dml_train", "--data", gallery, "--out", run_dir),
+        "old_format": ("dml_eval", old_run, "--data", gallery),
+        "other_model": ("dml_query", other_run, run_dir / "index", image),
+        "broken_image": ("dml_query", run_dir, run_dir / "index", image, bad / "broken.png"),
+        "missing_image": ("dml_query", run_dir, run_dir / "index", bad / "nothere.png"),
+        "no_data": ("dml_eval", run_dir),
+    })
+    # the gallery's index: queried, and a copy extended with two new classes
+    ok(results["index"])
+    queries = [gallery / "round" / "6" / "003.png", gallery / "straight" / "1" / "010.png"]
+    new = write_digits(work / "new_classes", {"2": 2, "3": 3}, per_class=5)
+    shutil.copytree(index_dir, work / "extended_index")
+    results.update(run_many({
+        "query_json": ("dml_query", run_dir, index_dir, *queries, "--k", "3", "--json"),
+        "query_table": ("dml_query", run_dir, index_dir, queries[0], "--k", "2"),
+        "add": ("dml_index", run_dir, "--data", new, "--out", work / "extended_index", "--add"),
+    }))
+    ok(results["add"])
+    results["query_new"] = ok(run("dml_query", run_dir, work / "extended_index", new / "3" / "000.png", "--k", "1", "--json"))
+    return dict(results=results, bad=bad, index_dir=index_dir, queries=queries, new=new, valid_query=valid_query)
+
+def test_eval_matches_python(after_training, trained, gallery):
+    "dml_eval --json prints the metrics that load_embedder + retrieval_metrics give in Python; without --json, a table."
+    result = json.loads(ok(after_training["results"]["eval_json"]).stdout)
+    assert result["n_images"] == 120 and result["n_classes"] == 6
+    assert set(result["metrics"]) == {"precision_at_1", "r_precision", "mean_average_precision_at_r", "recall_at_1", "recall_at_2", "NMI", "AMI"}
+    from dml_nb.inference import load_embedder
+    from dml_nb.metrics import retrieval_metrics
+    paths = sorted(str(p) for p in gallery.rglob("*.png"))
+    labels = np.unique([Path(p).parent.relative_to(gallery).as_posix() for p in paths], return_inverse=True)[1]
+    expected = retrieval_metrics(load_embedder(trained[0], "cpu").embed(paths), labels, ks=(1, 2))
+    for key, value in expected.items(): assert abs(result["metrics"][key] - value) < 1e-4, key
+    table = ok(after_training["results"]["eval_table"]).stdout
+    assert "120 images of 6 classes" in table and "MAP@R" in table and "recall@8" in table
+
+def test_index_and_query(after_training, trained, gallery):
+    results, index_dir, queries = after_training["results"], after_training["index_dir"], after_training["queries"]
+    info = json.loads((index_dir / "index.json").read_text())
+    assert info["count"] == 120 and sorted(info["meta"]["classes"]) == sorted(CLASSES)
+    assert info["fingerprint"] == json.loads((trained[0] / "run.json").read_text())["fingerprint"]
+    found = json.loads(ok(results["query_json"]).stdout)
+    assert [r["image"] for r in found] == [str(q) for q in queries]
+    for result, query in zip(found, queries):
+        assert len(result["neighbours"]) == 3 and [n["rank"] for n in result["neighbours"]] == [1, 2, 3]
+        nearest = result["neighbours"][0]
+        assert nearest["path"] == str(query) and abs(nearest["similarity"] - 1) < 1e-4  # a gallery image finds itself first
+        assert nearest["label"] == query.parent.relative_to(gallery).as_posix()
+        similarities = [n["similarity"] for n in result["neighbours"]]
+        assert similarities == sorted(similarities, reverse=True)
+    text = ok(results["query_table"]).stdout
+    assert "query 1 of 1" in text and "predicted class:" in text and str(queries[0]) in text and "similarity" in text
+
+def test_index_add_new_classes(work, after_training):
+    "New classes join an index without retraining, and are found."
+    info = json.loads((work / "extended_index" / "index.json").read_text())
+    assert info["count"] == 130 and info["meta"]["classes"][-2:] == ["2", "3"]
+    result = json.loads(after_training["results"]["query_new"].stdout)[0]
+    assert result["predicted"] == "3" and result["neighbours"][0]["path"] == str(after_training["new"] / "3" / "000.png")
+
+def test_run_index_is_queryable(after_training):
+    "The run folder's own index/ holds the unseen classes' images and answers dml_query."
+    result = json.loads(ok(after_training["results"]["run_index_query"]).stdout)[0]
+    assert result["neighbours"][0]["path"] == str(after_training["valid_query"]) and len(result["neighbours"]) == 5
+
+# ---------------------------------------------------------------- user errors: one line, status 1, nothing left behind
+
+@pytest.mark.parametrize("case, contains", [
+    ("unknown_loss", ["unknown loss 'multi_similarty'", "multi_similarity", "triplet_margin", "arc_face"]),
+    ("unknown_miner", ["unknown miner 'hardest'", "batch_hard"]),
+    ("unknown_data", ["is neither a data set (digits, omniglot, cub200, cars196, sop, inshop) nor an existing folder"]),
+    ("unknown_arch", ["unknown arch 'resnet_nonexistent'", "convnet2"]),
+    ("bad_config_key", ["unknown key(s) learning_rate; valid keys:", "embed_dim", "epochs"]),
+    ("bad_config_value", ["epochs: expected an integer, got 'two'"]),
+    ("out_exists", ["already exists: choose another --out, or pass --overwrite"]),
+    ("old_format", ["format_version 999"]),
+    ("other_model", ["fingerprint", "rebuild the index"]),
+    ("broken_image", ["broken.png"]),
+    ("missing_image", ["not found", "nothere.png"]),
+    ("no_data", ["--data is required"]),
+])
+def test_user_errors(after_training, case, contains):
+    check_user_error(after_training["results"][case], *contains)
+
+def test_failed_runs_leave_nothing(after_training, trained):
+    "Runs that fail after their folder was staged (unknown data or arch) remove it, and the parent folders they made."
+    assert sorted(p.name for p in after_training["bad"].iterdir()) == ["bad_key.yaml", "bad_value.yaml", "broken.png", "old_run"]
+    assert sorted(p.name for p in trained[0].parent.iterdir()) == ["first", "other"]
+
+def test_argparse_errors():
+    "Unknown flags and badly typed values are argparse's errors (status 2, the usage and one error line)."
+    proc = finish(start("dml_train", "--epochs", "two"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--epochs" in proc.stderr.splitlines()[-1]
+    proc = finish(start("dml_query", "--k", "3"))
+    assert proc.returncode == 2 and "the following arguments are required: run_dir, index_dir, images" in proc.stderr

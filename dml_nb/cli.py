@@ -17,7 +17,7 @@ __all__ = ['USER_ERRORS', 'DATA_PRESETS', 'DIGITS_HELD_OUT', 'CLIError', 'one_li
            'hold_out', 'staged_folder', 'metric_label', 'metrics_table', 'EpochTable', 'evaluate_model',
            'default_run_dir', 'index_embeddings', 'load_index', 'dml_train', 'dml_eval', 'dml_index', 'dml_query']
 
-# %% ../nbs/13_cli.ipynb #fa43b83f
+# %% ../nbs/13_cli.ipynb #27296116
 class CLIError(ValueError):
     "A user error found by the console scripts (a bad option, an unknown name): reported as one line."
 
@@ -54,7 +54,7 @@ def script_warnings(prog:str, # the script's name, printed before each warning
         warnings.showwarning = show
         yield
 
-# %% ../nbs/13_cli.ipynb #d3dc3506
+# %% ../nbs/13_cli.ipynb #6f9e88a8
 class _Unset:
     "Marks an option not given on the command line."
     def __repr__(self): return "<unset>"
@@ -79,7 +79,7 @@ def given_flags(script, # a function decorated with `call_parse`
     args = vars(parser.parse_args([str(o) for o in argv]))
     return {k for k, v in args.items() if v is not _UNSET and k not in _INTERNAL}
 
-# %% ../nbs/13_cli.ipynb #82c69de6
+# %% ../nbs/13_cli.ipynb #a00b19fe
 def _type_name(typ) -> str:
     return {int: "an integer", float: "a number", str: "a string"}.get(typ, "the flag's type")
 
@@ -122,7 +122,7 @@ def read_config(path:str|Path, # a YAML file mapping flag names to values
         options[name] = _convert(actions[name], value, f"--config {path}: {name}")
     return options
 
-# %% ../nbs/13_cli.ipynb #1b83c208
+# %% ../nbs/13_cli.ipynb #6f6a39dc
 def _same(a, b) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)): return list(a) == list(b)
     try: return bool(a == b)
@@ -138,7 +138,7 @@ def resolve_options(script, # a function decorated with `call_parse`
     from_file = read_config(values["config"], script) if values.get("config") else {}
     return {**values, **{k: v for k, v in from_file.items() if k not in given}}
 
-# %% ../nbs/13_cli.ipynb #fd13d832
+# %% ../nbs/13_cli.ipynb #b892fd66
 def run_script(script, # the `call_parse` function being run
                values:dict, # its `locals()` at entry
                work, # called with the resolved options; returns the script's result
@@ -150,7 +150,7 @@ def run_script(script, # the `call_parse` function being run
     with script_errors(prog), script_warnings(prog):
         work(**resolve_options(script, values, sys.argv[1:]))
 
-# %% ../nbs/13_cli.ipynb #d3f8b1d2
+# %% ../nbs/13_cli.ipynb #3a5f1487
 def snake_name(class_name:str, # e.g. "MultiSimilarityLoss"
                suffix:str="", # removed from the end first, e.g. "Loss"
               ) -> str:
@@ -184,7 +184,7 @@ def find_class(name:str, # e.g. "multi_similarity", "MultiSimilarityLoss", "arcf
         raise CLIError(f"unknown {kind} {name!r}: use one of {valid}")
     return table[_key(name, kind)]
 
-# %% ../nbs/13_cli.ipynb #ed5cad6d
+# %% ../nbs/13_cli.ipynb #4764a271
 def _scalar(text:str):
     "A number, bool or None if `text` reads as one, else `text`."
     for typ in (int, float):
@@ -231,7 +231,7 @@ def build_miner(name:str|None, # a miner name, or None (or "none") for no miner
     _check_parameters(cls, kwargs, "--miner_args")
     return cls(**kwargs)
 
-# %% ../nbs/13_cli.ipynb #2b88c666
+# %% ../nbs/13_cli.ipynb #9c247f27
 DATA_PRESETS = {"digits": "tiny_gray", "omniglot": "gray", "cub200": "photo", "cars196": "photo", "sop": "photo", "inshop": "photo"}
 
 def data_items(data:str, # "digits", "omniglot", "cub200", "cars196", "sop", "inshop", or a folder of class folders
@@ -263,7 +263,7 @@ def hold_out(items, # items table with a `label` column
         raise CLIError(f"--valid_classes: no class {', '.join(map(repr, missing))}; the classes are {', '.join(some)}{' ...' if labels.nunique() > 20 else ''}")
     return items.assign(split=np.where(labels.isin(names), "valid", "train"))
 
-# %% ../nbs/13_cli.ipynb #a51e4e6a
+# %% ../nbs/13_cli.ipynb #cda5f3fe
 @contextlib.contextmanager
 def staged_folder(final:str|Path, # the folder to create
                   overwrite:bool=False, # replace `final` if it exists (only once the new folder is complete)
@@ -293,7 +293,7 @@ def staged_folder(final:str|Path, # the folder to create
             except OSError: break
         raise
 
-# %% ../nbs/13_cli.ipynb #e37749ff
+# %% ../nbs/13_cli.ipynb #089a6858
 _METRIC_ORDER = ("mean_average_precision_at_r", "r_precision", "precision_at_1")
 _METRIC_LABELS = {"mean_average_precision_at_r": "MAP@R", "r_precision": "R-precision", "precision_at_1": "P@1"}
 
@@ -320,7 +320,7 @@ def metrics_table(columns:dict, # column title -> metrics dict (e.g. {"before": 
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in [header, *rows])
 
-# %% ../nbs/13_cli.ipynb #4d3149ae
+# %% ../nbs/13_cli.ipynb #f27fae2a
 class EpochTable:
     "A fastai `logger` printing one aligned row per epoch (header first): the training table in a terminal."
     def __init__(self, learn, # the `Learner` whose recorder's `metric_names` head the table
@@ -350,7 +350,7 @@ def default_run_dir(data:str) -> Path: # the --data value
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(data).rstrip("/\\")).name) or "data"
     return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
 
-# %% ../nbs/13_cli.ipynb #2e1c3bce
+# %% ../nbs/13_cli.ipynb #8d2b3ed0
 DIGITS_HELD_OUT = "3,5,8,9"  # the default unseen classes of `--data digits`: the four most alike digits
 
 def _json_text(obj) -> str: return json.dumps(obj, indent=2)
@@ -432,7 +432,7 @@ def _save_plots(folder, embeddings, labels, paths, vocab, seed):
     fig = retrieval_grid_from_embeddings(embeddings, labels, paths, k=5, n_queries=6, seed=seed, class_names=vocab)
     fig.savefig(folder / "retrieval.png", dpi=100, bbox_inches="tight"); plt.close(fig)
 
-# %% ../nbs/13_cli.ipynb #1c1e010d
+# %% ../nbs/13_cli.ipynb #4cdfaeec
 def index_embeddings(embeddings, # (n, d) float32 embeddings
                      class_names:list, # (n,) class name of each embedding
                      paths:list, # (n,) image path of each embedding
@@ -462,7 +462,7 @@ def load_index(index_dir:str|Path, # a folder written by `dml_index` or a run fo
         raise CLIError(f"{index_dir} holds no class names (meta['classes']): build it with dml_index")
     return index, classes
 
-# %% ../nbs/13_cli.ipynb #d59fcb03
+# %% ../nbs/13_cli.ipynb #e907c92c
 @call_parse
 def dml_train(data:str="digits", # digits (bundled), omniglot, cub200, cars196, sop, inshop, or a folder of class folders (a class is a leaf folder)
               data_root:str=None, # omniglot: a folder of its zips (default: download); cub200/cars196/sop/inshop: the extracted archive; digits: where its PNGs go
@@ -495,7 +495,7 @@ def dml_train(data:str="digits", # digits (bundled), omniglot, cub200, cars196, 
     "Train an embedder on class-disjoint classes, print retrieval metrics on the unseen classes before and after, write a run folder. Without arguments: the digits demo (unseen digits 3, 5, 8, 9; a few minutes on a CPU)."
     return run_script(dml_train, locals(), _train)
 
-# %% ../nbs/13_cli.ipynb #4aa9edb5
+# %% ../nbs/13_cli.ipynb #3bd36be0
 def _eval(run_dir, data, data_root, k, bs, device, config, json=False):
     "The work of `dml_eval`, on resolved options."
     if data is None: raise CLIError("--data is required: the folder of class folders to evaluate on")
@@ -530,7 +530,7 @@ def dml_eval(run_dir:str, # a run folder written by dml_train
     "Embed a folder of class folders with a run's model and print its leave-one-out retrieval metrics."
     return run_script(dml_eval, locals(), _eval)
 
-# %% ../nbs/13_cli.ipynb #9b291ede
+# %% ../nbs/13_cli.ipynb #43b83d95
 def _index(run_dir, data, data_root, out, kind, add, bs, device, overwrite, config):
     "The work of `dml_index`, on resolved options."
     if data is None: raise CLIError("--data is required: the folder of class folders to index")
@@ -567,7 +567,7 @@ def dml_index(run_dir:str, # a run folder written by dml_train
     "Embed a folder of class folders with a run's model and save a searchable index of it."
     return run_script(dml_index, locals(), _index)
 
-# %% ../nbs/13_cli.ipynb #d50fa3b4
+# %% ../nbs/13_cli.ipynb #6476abac
 def _query(run_dir, index_dir, images, k, bs, device, config, json=False):
     "The work of `dml_query`, on resolved options."
     paths = [str(images)] if isinstance(images, (str, Path)) else [str(p) for p in images]

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .core import BaseDistance, LpDistance, CosineSimilarity, DotProductSimilarity, pos_neg_masks, convert_to_pairs, convert_to_weights
 from .losses_base import MetricLoss, mean_reduce, avg_non_zero_reduce, zero_loss
+from .losses_pair import pair_masks
 
 # %% auto #0
 __all__ = ['anchor_logsumexp', 'NPairsLoss', 'NTXentLoss', 'SupConLoss', 'NCALoss', 'AngularLoss', 'TupletMarginLoss']
@@ -103,7 +104,7 @@ class SupConLoss(MetricLoss):
         if _too_few_pairs(pairs): return zero_loss(embeddings)
         mat = self.distance(embeddings, None if ref_emb is embeddings else ref_emb)
         if indices_tuple is None: pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
-        else: pos_mask, neg_mask = _pair_masks(pairs, mat.shape, mat.device)
+        else: pos_mask, neg_mask = pair_masks(pairs, mat.shape)
         if not pos_mask.any() or not neg_mask.any(): return zero_loss(embeddings)
         logits = _scores(mat, self.distance) / self.temperature
         keep = pos_mask | neg_mask
@@ -113,13 +114,6 @@ class SupConLoss(MetricLoss):
         losses = -(log_prob * pos_mask).sum(1) / (num_pos + torch.finfo(logits.dtype).tiny)
         return avg_non_zero_reduce(losses, embeddings)
 
-def _pair_masks(pairs, shape, device):
-    "Boolean (n, m) masks of the positive and negative pairs in `(a1, p, a2, n)`; a pair may not be both."
-    a1, p, a2, n = pairs
-    pos_mask = torch.zeros(shape, dtype=torch.bool, device=device); pos_mask[a1, p] = True
-    neg_mask = torch.zeros(shape, dtype=torch.bool, device=device); neg_mask[a2, n] = True
-    if (pos_mask & neg_mask).any(): raise ValueError("indices_tuple lists a pair both as a positive and as a negative")
-    return pos_mask, neg_mask
 
 # %% ../nbs/03b_losses_npair.ipynb #c431d8c0
 class NCALoss(MetricLoss):

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from .core import BaseDistance, LpDistance, CosineSimilarity, DotProductSimilarity, convert_to_weights
 from .losses_base import MetricLoss, mean_reduce, zero_loss
 from .losses_margin import LargeMarginSoftmaxLoss
+from .losses_pair import masked_logsumexp
 
 # %% auto #0
-__all__ = ['ProxyNCALoss', 'anchors_of', 'log1p_sum_exp', 'ProxyAnchorLoss', 'SoftTripleLoss', 'NormalizedSoftmaxLoss']
+__all__ = ['ProxyNCALoss', 'anchors_of', 'ProxyAnchorLoss', 'SoftTripleLoss', 'NormalizedSoftmaxLoss']
 
 # %% ../nbs/03e_losses_proxy.ipynb #85a992d9
 class _ProxyLoss(MetricLoss):
@@ -79,14 +80,6 @@ def anchors_of(indices_tuple:tuple|None, # None, (a, p, n) or (a1, p, a2, n)
     if indices_tuple is None or all(len(t) == 0 for t in indices_tuple): return None
     return (indices_tuple[0],) if len(indices_tuple) == 3 else (torch.cat([indices_tuple[0], indices_tuple[2]]),)
 
-# %% ../nbs/03e_losses_proxy.ipynb #81bda6d7
-def log1p_sum_exp(x:torch.Tensor, # values z (any shape)
-                  mask:torch.Tensor, # boolean, same shape: which entries are in the sum
-                  dim:int=0, # dimension to reduce
-                 ) -> torch.Tensor:
-    "log(1 + sum of exp(x) over the masked entries) along `dim`; 0 where the mask selects nothing."
-    return F.softplus(torch.logsumexp(x.masked_fill(~mask, torch.finfo(x.dtype).min), dim=dim))
-
 # %% ../nbs/03e_losses_proxy.ipynb #3d7e3f37
 class ProxyAnchorLoss(_ProxyLoss):
     "Proxy-Anchor (Kim et al. 2020, eq. 4): every proxy is an anchor that pulls its class's samples and pushes the others, weighted by hardness."
@@ -111,8 +104,8 @@ class ProxyAnchorLoss(_ProxyLoss):
         log_weights = (convert_to_weights(indices_tuple, labels) - 1).unsqueeze(1)  # PML: tuples enter as log-weights
         sims = self.class_scores(embeddings)
         pos_mask = F.one_hot(labels, self.num_classes).bool()  # (n, C): sample x belongs to proxy p's class
-        pos_terms = log1p_sum_exp(self.alpha * self.distance.margin(sims, self.margin) + log_weights, pos_mask)
-        neg_terms = log1p_sum_exp(self.alpha * self.distance.margin(-self.margin, sims) + log_weights, ~pos_mask)
+        pos_terms = masked_logsumexp((self.alpha * self.distance.margin(sims, self.margin) + log_weights).T, pos_mask.T, add_one=True)
+        neg_terms = masked_logsumexp((self.alpha * self.distance.margin(-self.margin, sims) + log_weights).T, ~pos_mask.T, add_one=True)
         n_pos_proxies = pos_mask.any(0).sum()  # |P+|
         if n_pos_proxies == 0: return zero_loss(embeddings)  # an empty batch
         return pos_terms.sum() / n_pos_proxies + neg_terms.sum() / self.num_classes

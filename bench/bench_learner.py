@@ -7,7 +7,9 @@ ratio = fastai / plain loop (goal: at most 1.10 on CPU).
 
 On a GPU the second form also reports images per second for both paths (ResNet-50 at 224 px, bf16, channels_last).
 The data are random tensors held in memory on the device, so the measurement is the training loop itself (forward,
-mining, loss, backward, optimiser step, and on the fastai path its callbacks), not image decoding.
+mining, loss, backward, optimiser step, and on the fastai path its callbacks), not image decoding. Both paths load
+batches in the main process (`num_workers=0`): fastai's `DataLoaders` default is one worker process per core, which
+for in-memory tensors only takes CPU from the training step (on 2 cores it made the fastai path 1.3x slower).
 """
 import argparse, functools, json, sys, time
 import torch
@@ -60,7 +62,8 @@ def run_fastai(args, images, labels, n_classes, opt_func):
     "The same steps through `metric_learner(...).fit`: returns seconds for `args.steps` training steps."
     model, loss_func, miner = make_parts(args, n_classes)
     train = TensorDataset(images, labels)
-    dls = DataLoaders.from_dsets(train, TensorDataset(images[:0], labels[:0]), bs=args.bs, device=args.device, drop_last=True)
+    dls = DataLoaders.from_dsets(train, TensorDataset(images[:0], labels[:0]), bs=args.bs, device=args.device, drop_last=True,
+                                 num_workers=0)  # as the plain loop: in-memory tensors need no worker processes
     learn = metric_learner(dls, model, loss_func, miner=miner, metrics=[], opt_func=opt_func, lr=1e-3)
     if args.bf16: learn.to_bf16()
     if args.channels_last:

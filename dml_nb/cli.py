@@ -159,9 +159,6 @@ def snake_name(class_name:str, # e.g. "MultiSimilarityLoss"
     name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
-def _key(name:str, suffix:str) -> str:
-    key = re.sub(r"[^a-z0-9]", "", str(name).lower())
-    return key[:-len(suffix)] if key.endswith(suffix) and key != suffix else key
 
 def _subclasses_in(module, base, suffix):
     found = {obj.__name__: obj for obj in vars(module).values()
@@ -178,11 +175,12 @@ def find_class(name:str, # e.g. "multi_similarity", "MultiSimilarityLoss", "arcf
                kind:str="loss", # "loss" or "miner": the suffix and the word used in errors
               ) -> type:
     "The class in `classes` called `name` (any case, with or without the suffix and underscores)."
-    table = {_key(n, kind): cls for n, cls in classes.items()}
-    if _key(name, kind) not in table:
+    from dml_nb.losses import name_key  # imported here: `--help` stays fast
+    table = {name_key(n, kind): cls for n, cls in classes.items()}
+    if name_key(name, kind) not in table:
         valid = ", ".join(snake_name(n, kind.title()) for n in classes)
         raise CLIError(f"unknown {kind} {name!r}: use one of {valid}")
-    return table[_key(name, kind)]
+    return table[name_key(name, kind)]
 
 # %% ../nbs/13_cli.ipynb #4764a271
 def _scalar(text:str):
@@ -275,8 +273,8 @@ def staged_folder(final:str|Path, # the folder to create
     created = [p for p in [final.parent, *final.parent.parents] if not p.exists()]  # parents to remove again on failure
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    umask = os.umask(0); os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a run folder gets the usual permissions
+    from dml_nb.core import usual_permissions
+    usual_permissions(tmp)  # mkdtemp makes it private; a run folder gets the usual permissions
     try:
         yield tmp
         if final.exists():

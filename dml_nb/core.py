@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #51cde916
 from __future__ import annotations
-import math, random
+import math, os, random
 import numpy as np
 import torch
 import torch.nn as nn
@@ -15,7 +15,7 @@ from fastai.torch_core import set_seed
 __all__ = ['check_embeddings', 'float32_context', 'l2_normalize', 'BaseDistance', 'LpDistance', 'DotProductSimilarity',
            'CosineSimilarity', 'SNRDistance', 'pos_neg_masks', 'all_pairs_indices', 'all_triplets_indices',
            'random_triplets_indices', 'convert_to_pairs', 'convert_to_triplets', 'convert_to_weights',
-           'seed_everything', 'get_device']
+           'seed_everything', 'get_device', 'usual_permissions']
 
 # %% ../nbs/00_core.ipynb #e18cf089
 def check_embeddings(embeddings:torch.Tensor, # (n, d) floating-point embeddings
@@ -261,3 +261,10 @@ def get_device(device:str|torch.device|None=None, # "cpu", "cuda", "cuda:1", "mp
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device 'mps' requested but MPS is not available; use 'cpu'")
     return device
+
+# %% ../nbs/00_core.ipynb #12a87136
+def usual_permissions(path, # a file or folder just made by `tempfile.mkstemp` or `mkdtemp` (which make it private)
+                     ) -> None:
+    "Give `path` the permissions a plainly created file (0o666) or folder (0o777) gets under the current umask."
+    umask = os.umask(0); os.umask(umask)  # reading the umask means setting it: set it straight back
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)

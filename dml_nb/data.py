@@ -19,6 +19,7 @@ from fastai.data.transforms import ColReader, IntToFloatTensor, Normalize, ToTen
 from fastai.vision.core import PILImage, PILImageBW, imagenet_stats
 from fastai.vision.data import ImageBlock
 from fastai.vision.augment import Resize, ResizeMethod, RandomResizedCrop, aug_transforms
+from .core import usual_permissions
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'OMNIGLOT_URL', 'SPLIT_NAMES', 'BENCHMARKS', 'PRESETS', 'data_cache_dir', 'atomic_dir', 'digits_folder',
@@ -41,6 +42,7 @@ def atomic_dir(final:Path): # the folder to create
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-tmp-", dir=final.parent))
+    usual_permissions(tmp)
     try:
         yield tmp
         try: tmp.rename(final)
@@ -80,6 +82,7 @@ def download_file(url:str, # the address to fetch
     if dest.exists(): return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}-", dir=dest.parent); os.close(fd)
+    usual_permissions(tmp)
     try:
         urllib.request.urlretrieve(url, tmp)
         os.replace(tmp, dest)

@@ -15,7 +15,7 @@ from PIL import Image
 from fastai.learner import Learner
 from fastprogress.fastprogress import progress_bar
 from . import __version__
-from .core import get_device, l2_normalize
+from .core import get_device, l2_normalize, usual_permissions
 from .data import IMAGE_EXTS, preprocess_images
 from .models import embedder_from_config
 from .learner import MetricModel, _embeddings_of
@@ -40,6 +40,7 @@ def _atomic_file(path:Path):
     if path.is_dir(): raise IsADirectoryError(f"{path} is a folder: cannot write a file there")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    usual_permissions(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

@@ -17,12 +17,12 @@ from .losses_base import MetricLoss
 from .losses_pair import GenericPairLoss
 
 # %% auto #0
-__all__ = ['loss_classes', 'needs_num_classes', 'create_loss', 'loss_catalogue', 'MetricLoss', 'WeightedLoss', 'AdaCosLoss',
-           'AdaFaceLoss', 'AngularLoss', 'ArcFaceLoss', 'CircleLoss', 'CombinedMarginLoss', 'ContrastiveLoss',
-           'CosFaceLoss', 'CurricularFaceLoss', 'ElasticArcFaceLoss', 'ElasticCosFaceLoss', 'FastAPLoss',
-           'GeneralizedLiftedStructureLoss', 'LargeMarginSoftmaxLoss', 'MarginLoss', 'MultiSimilarityLoss', 'NCALoss',
-           'NPairsLoss', 'NTXentLoss', 'NormalizedSoftmaxLoss', 'ProxyAnchorLoss', 'ProxyNCALoss',
-           'SignalToNoiseRatioContrastiveLoss', 'SmoothAPLoss', 'SoftTripleLoss', 'SphereFaceLoss',
+__all__ = ['loss_classes', 'needs_num_classes', 'name_key', 'create_loss', 'loss_catalogue', 'MetricLoss', 'WeightedLoss',
+           'AdaCosLoss', 'AdaFaceLoss', 'AngularLoss', 'ArcFaceLoss', 'CircleLoss', 'CombinedMarginLoss',
+           'ContrastiveLoss', 'CosFaceLoss', 'CurricularFaceLoss', 'ElasticArcFaceLoss', 'ElasticCosFaceLoss',
+           'FastAPLoss', 'GeneralizedLiftedStructureLoss', 'LargeMarginSoftmaxLoss', 'MarginLoss',
+           'MultiSimilarityLoss', 'NCALoss', 'NPairsLoss', 'NTXentLoss', 'NormalizedSoftmaxLoss', 'ProxyAnchorLoss',
+           'ProxyNCALoss', 'SignalToNoiseRatioContrastiveLoss', 'SmoothAPLoss', 'SoftTripleLoss', 'SphereFaceLoss',
            'SubCenterArcFaceLoss', 'SupConLoss', 'TripletMarginLoss', 'TupletMarginLoss']
 
 # %% ../nbs/04_losses.ipynb #9098531b
@@ -47,10 +47,12 @@ def needs_num_classes(loss_class:type) -> bool: # a loss class
         inspect.signature(loss_class).parameters["num_classes"].default is inspect.Parameter.empty
 
 # %% ../nbs/04_losses.ipynb #36f22ece
-def _key(name:str) -> str:
+def name_key(name:str, # a class name in any spelling: "MultiSimilarityLoss", "multi_similarity", "MULTISIMILARITY"
+             suffix:str="loss", # dropped from the end, lower case: "loss" or "miner"
+            ) -> str:
     "A loose spelling key: 'MultiSimilarityLoss', 'multi_similarity' and 'multisimilarity' all give 'multisimilarity'."
-    key = re.sub(r"[^a-z0-9]", "", name.lower())
-    return key[:-4] if key.endswith("loss") else key
+    key = re.sub(r"[^a-z0-9]", "", str(name).lower())
+    return key[:-len(suffix)] if key.endswith(suffix) and key != suffix else key
 
 def create_loss(name:str, # a loss class name, any case, with or without "Loss", snake_case allowed: "arcface", "multi_similarity"
                 num_classes:int|None=None, # number of training classes: needed by proxy and classification losses
@@ -58,10 +60,10 @@ def create_loss(name:str, # a loss class name, any case, with or without "Loss",
                 **kwargs, # the loss's hyperparameters, e.g. margin=0.2
                ) -> MetricLoss:
     "Build a loss by name, the way the console scripts do."
-    classes = {_key(n): cls for n, cls in loss_classes().items()}
-    if _key(name) not in classes:
+    classes = {name_key(n): cls for n, cls in loss_classes().items()}
+    if name_key(name) not in classes:
         raise ValueError(f"unknown loss {name!r}: choose from {', '.join(loss_classes())}")
-    loss_class = classes[_key(name)]
+    loss_class = classes[name_key(name)]
     if not needs_num_classes(loss_class): return loss_class(**kwargs)
     if num_classes is None or embedding_size is None:
         raise ValueError(f"{loss_class.__name__} learns per-class weights: give num_classes and embedding_size")

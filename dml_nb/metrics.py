@@ -18,6 +18,7 @@ __all__ = ['knn_search', 'cluster_labels', 'clustering_scores', 'metric_names', 
 
 # %% ../nbs/07_metrics.ipynb #1e9b52d7
 _BLOCK = 4096  # faiss's own query block in knn_L2sqr (distance_compute_blas_query_bs): same blocks, same bits
+_CHUNK = 2**22  # neighbour-table entries handled at once after the search: keeps the float64 temporaries small
 
 def _as_embeddings(x, name:str) -> torch.Tensor:
     "`x` (tensor or array) as a contiguous float32 CPU tensor, checked."
@@ -42,8 +43,8 @@ def _drop_self(dist:np.ndarray, idx:np.ndarray, offset:int) -> tuple[np.ndarray,
     keep = ~is_self
     return dist[keep].reshape(len(idx), -1), idx[keep].reshape(len(idx), -1)
 
-def _knn_blocks(query:torch.Tensor, reference:torch.Tensor|None, k:int, block:int=_BLOCK):
-    "Yield `(start, distances, indices)` for consecutive blocks of queries; `reference=None` is leave-one-out."
+def _knn_blocks(query:torch.Tensor, reference:torch.Tensor|None, k:int, block:int=_BLOCK, chunk:int=_CHUNK):
+    "Yield `(start, distances, indices)` for consecutive runs of queries (about `chunk // k` at a time); `reference=None` is leave-one-out."
     leave_one_out = reference is None
     xq = query.numpy(); xb = xq if leave_one_out else reference.numpy()
     n, starts = len(xq), list(range(0, len(xq), block))
@@ -55,8 +56,10 @@ def _knn_blocks(query:torch.Tensor, reference:torch.Tensor|None, k:int, block:in
     for i, start in enumerate(starts):
         stop = starts[i + 1] if i + 1 < len(starts) else n
         dist, idx = index.search(xq[start:stop], k + leave_one_out)
-        if leave_one_out: dist, idx = _drop_self(dist, idx, start)
-        yield start, dist, idx
+        rows = max(1, chunk // idx.shape[1])  # the search needs whole blocks (same bits); what follows does not
+        for first in range(0, len(idx), rows):
+            part = dist[first:first + rows], idx[first:first + rows]
+            yield start + first, *(_drop_self(*part, start + first) if leave_one_out else part)
 
 # %% ../nbs/07_metrics.ipynb #cb0d8227
 def knn_search(query:torch.Tensor|np.ndarray, # (n, d) query embeddings, tensor or array

@@ -20,6 +20,7 @@ from fastcore.basics import store_attr
 from fastai.callback.core import Callback
 from fastai.learner import Learner, Recorder
 from fastai.torch_core import to_device
+from .core import usual_permissions
 from .metrics import knn_search, knn_predict, _majority_vote
 
 # %% auto #0
@@ -738,7 +739,7 @@ def save_embedding_movie(snapshots, # an `EmbeddingSnapshots` callback after tra
     style = _movie_style(frames)
     fig, axs = _new_figure((7, 5))
     fd, tmp = tempfile.mkstemp(suffix=".gif", prefix=f".{path.stem}.", dir=path.parent)  # same folder: os.replace is atomic
-    os.close(fd)
+    os.close(fd); usual_permissions(tmp)
     try:
         writer = PillowWriter(fps=fps)
         with writer.saving(fig, tmp, dpi=dpi):

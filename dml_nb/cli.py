@@ -4,17 +4,18 @@
 
 # %% ../nbs/13_cli.ipynb #71aec54d
 from __future__ import annotations
-import argparse, contextlib, inspect, json, os, re, shutil, sys, tempfile, time, warnings
+import argparse, contextlib, glob, inspect, json, os, re, shutil, sys, tempfile, time, warnings
 from datetime import datetime
 from pathlib import Path
 import yaml
 from fastcore.script import call_parse, Param, anno_parser, is_cli
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'DATA_PRESETS', 'DIGITS_HELD_OUT', 'CLIError', 'one_line', 'script_errors', 'script_warnings',
-           'script_parser', 'script_defaults', 'given_flags', 'read_config', 'resolve_options', 'run_script',
-           'snake_name', 'miner_classes', 'find_class', 'parse_kwargs', 'build_loss', 'build_miner', 'data_items',
-           'hold_out', 'staged_folder', 'metric_label', 'metrics_table', 'EpochTable', 'evaluate_model',
+__all__ = ['USER_ERRORS', 'DATA_PRESETS', 'RAW_PIXELS_SIDE', 'DIGITS_HELD_OUT', 'TRAIN_DEFAULTS', 'CLIError', 'one_line',
+           'script_errors', 'script_warnings', 'script_parser', 'script_defaults', 'given_flags', 'read_config',
+           'resolve_options', 'run_script', 'snake_name', 'miner_classes', 'find_class', 'parse_kwargs', 'build_loss',
+           'build_miner', 'data_items', 'hold_out', 'clean_stale_stages', 'check_out_folder', 'staged_folder',
+           'metric_label', 'metrics_table', 'EpochTable', 'embed_with_baselines', 'baseline_report', 'baseline_verdict',
            'default_run_dir', 'index_embeddings', 'load_index', 'dml_train', 'dml_eval', 'dml_index', 'dml_query']
 
 # %% ../nbs/13_cli.ipynb #27296116
@@ -109,16 +110,19 @@ def read_config(path:str|Path, # a YAML file mapping flag names to values
     "The options in the YAML file `path`, checked against `script`'s flags and converted to their types."
     path = Path(path)
     if not path.is_file(): raise CLIError(f"--config {path}: no such file")
-    try: raw = yaml.safe_load(path.read_text())
+    try: raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError: raise CLIError(f"--config {path} is not UTF-8 text: save it as UTF-8") from None
     except yaml.YAMLError as err: raise CLIError(f"--config {path} is not valid YAML: {one_line(err)}") from None
     if raw is None: return {}
     if not isinstance(raw, dict): raise CLIError(f"--config {path} must map flag names to values, got a {type(raw).__name__}")
     actions = {a.dest: a for a in script_parser(script)._actions if a.option_strings and a.dest not in (*_INTERNAL, "config")}
     unknown = [str(k) for k in raw if str(k).lstrip("-").replace("-", "_") not in actions]
     if unknown: raise CLIError(f"--config {path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(actions))}")
-    options = {}
+    options, defaults = {}, script_defaults(script)
     for key, value in raw.items():
         name = str(key).lstrip("-").replace("-", "_")
+        if value is None and defaults.get(name) is not None:
+            raise CLIError(f"--config {path}: {name}: null is not a value for this flag; give one ({_type_name(actions[name].type)}) or leave the key out")
         options[name] = _convert(actions[name], value, f"--config {path}: {name}")
     return options
 
@@ -222,30 +226,39 @@ def build_loss(name:str, # a loss name, see `find_class`
 
 def build_miner(name:str|None, # a miner name, or None (or "none") for no miner
                 miner_args:str|dict|None=None, # the miner's hyperparameters, see `parse_kwargs`
+                loss=None, # the training loss, for a miner that scores tuples with one (`MaximumLossMiner`)
                ):
     "The miner called `name`, or None."
     if name is None or str(name).lower() in ("", "none"): return None
     cls, kwargs = find_class(name, miner_classes(), "miner"), parse_kwargs(miner_args, "--miner_args")
     _check_parameters(cls, kwargs, "--miner_args")
+    if "loss" in inspect.signature(cls.__init__).parameters and "loss" not in kwargs:
+        if loss is None: raise CLIError(f"miner {name} scores tuples with a loss: build it with build_miner(..., loss=...)")
+        kwargs["loss"] = loss
     return cls(**kwargs)
 
 # %% ../nbs/13_cli.ipynb #9c247f27
 DATA_PRESETS = {"digits": "tiny_gray", "omniglot": "gray", "cub200": "photo", "cars196": "photo", "sop": "photo", "inshop": "photo"}
 
 def data_items(data:str, # "digits", "omniglot", "cub200", "cars196", "sop", "inshop", or a folder of class folders
-               data_root:str|Path|None=None, # digits: where to write its PNGs; omniglot: its zips; benchmarks: the extracted archive
+               data_root:str|Path|None=None, # digits: where to write its PNGs; omniglot: its zips (default: the bundled ones); benchmarks: the extracted archive
+               drawer_pattern:str|None=None, # a regular expression whose group names each file's drawer (default for omniglot: `_NN.png`)
               ):
-    "The items table (`path`, `label`, and `split` for benchmarks) and the source name of a `--data` value."
-    from dml_nb.data import digits_folder, omniglot_folder, class_folder_items, prepare_benchmark
+    "The items table (`path`, `label`, `parent`; `split` for benchmarks; `drawer` for Omniglot or with `drawer_pattern`) and the source name of a `--data` value."
+    from dml_nb.data import digits_folder, omniglot_folder, class_folder_items, prepare_benchmark, with_drawers, DRAWER_PATTERN
     data = str(data)
-    if data == "digits": return class_folder_items(digits_folder(data_root)), "digits"
-    if data == "omniglot": return class_folder_items(omniglot_folder(data_root)), "omniglot"
-    if data in DATA_PRESETS:
+    if data == "digits": items, source = class_folder_items(digits_folder(data_root)), "digits"
+    elif data == "omniglot":  # the bundled archives are known good: no need to decode 4,840 images to check them
+        items, source = class_folder_items(omniglot_folder(data_root), verify=data_root is not None), "omniglot"
+        drawer_pattern = drawer_pattern or DRAWER_PATTERN
+    elif data in DATA_PRESETS:
         if data_root is None: raise CLIError(f"--data {data} needs --data_root: the folder where its official archive was extracted")
-        return prepare_benchmark(data, data_root), data
-    if not Path(data).expanduser().exists():
+        items, source = prepare_benchmark(data, data_root), data
+    elif not Path(data).expanduser().exists():
         raise CLIError(f"--data {data!r} is neither a data set ({', '.join(DATA_PRESETS)}) nor an existing folder of class folders")
-    return class_folder_items(Path(data).expanduser()), "folder"
+    else: items, source = class_folder_items(Path(data).expanduser()), "folder"
+    if drawer_pattern: items = with_drawers(items, drawer_pattern)
+    return items, source
 
 def hold_out(items, # items table with a `label` column
              valid_classes:str|list, # class names, as a list or comma-separated
@@ -262,24 +275,68 @@ def hold_out(items, # items table with a `label` column
     return items.assign(split=np.where(labels.isin(names), "valid", "train"))
 
 # %% ../nbs/13_cli.ipynb #cda5f3fe
+def _alive(pid:int) -> bool:
+    "Whether a process with id `pid` exists."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass  # it exists, owned by someone else
+    return True
+
+def clean_stale_stages(final:str|Path, # a run or index folder about to be written
+                      ) -> list:
+    "Tidy what killed writers of `final` left beside it: remove their `.NAME.tmp-PID-*` folders, and put back a `.NAME.old-PID-*` folder that was swapped out when `final` is missing."
+    final, done = Path(final), []
+    if not final.parent.is_dir(): return done
+    for path in sorted(final.parent.glob(f".{glob.escape(final.name)}.*-*")):
+        m = re.fullmatch(rf"\.{re.escape(final.name)}\.(tmp|old)-(\d+)-\w+", path.name)
+        if not m or not path.is_dir() or path.is_symlink() or _alive(int(m.group(2))): continue
+        if m.group(1) == "old" and not final.exists() and (path / final.name).is_dir():
+            (path / final.name).rename(final)  # killed in the middle of a swap: the old folder is the only copy
+            done.append(f"restored {final.name} from {path.name}")
+        else: done.append(f"removed {path.name}")
+        shutil.rmtree(path, ignore_errors=True)
+    if done: warnings.warn(f"tidied after an interrupted run in {final.parent}: {'; '.join(done)}")
+    return done
+
+def check_out_folder(out:str|Path, # the folder a script is about to write
+                     overwrite:bool=False, # may an existing result be replaced?
+                     marker:str|None=None, # the file that marks a folder as this program's result ("run.json", "index.json")
+                     protect:list=(), # folders that must survive (the data): `out` may not be one of them or contain one
+                    ) -> Path:
+    "`out`, once it is sure that writing it destroys nothing but a previous result: else a `CLIError` saying why."
+    out = Path(out).expanduser()
+    where, cwd = out.resolve(), Path.cwd().resolve()
+    if where == cwd or where in cwd.parents: raise CLIError(f"--out {out} is the current folder or contains it: give a new folder for the result")
+    for folder in protect:
+        folder = Path(folder).expanduser().resolve()
+        if where == folder or where in folder.parents: raise CLIError(f"--out {out} is or contains the data folder {folder}: give another --out")
+    if out.exists():
+        if not out.is_dir(): raise CLIError(f"{out} exists and is not a folder")
+        if not overwrite: raise CLIError(f"{out} already exists: choose another --out, or pass --overwrite to replace it")
+        if marker and any(out.iterdir()) and not (out / marker).is_file():
+            raise CLIError(f"--overwrite replaces only an empty folder or one this program wrote (with its {marker}); {out} holds other files: choose another --out")
+    return out
+
 @contextlib.contextmanager
 def staged_folder(final:str|Path, # the folder to create
                   overwrite:bool=False, # replace `final` if it exists (only once the new folder is complete)
+                  marker:str|None=None, # with `overwrite`, replace only a folder holding this file (or an empty one), see `check_out_folder`
+                  protect:list=(), # folders `final` must not be or contain, see `check_out_folder`
                  ):
     "Yield a temporary folder next to `final`; on success it is renamed to `final`, on failure it is removed."
-    final = Path(final).expanduser()
-    if final.exists() and not final.is_dir(): raise CLIError(f"{final} exists and is not a folder")
-    if final.exists() and not overwrite: raise CLIError(f"{final} already exists: choose another --out, or pass --overwrite to replace it")
+    clean_stale_stages(final)
+    final = check_out_folder(final, overwrite, marker, protect)
     created = [p for p in [final.parent, *final.parent.parents] if not p.exists()]  # parents to remove again on failure
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     from dml_nb.core import usual_permissions
     usual_permissions(tmp)  # mkdtemp makes it private; a run folder gets the usual permissions
     try:
         yield tmp
         if final.exists():
             if not overwrite: raise CLIError(f"{final} was created by someone else meanwhile: the result was not saved")
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            check_out_folder(final, overwrite, marker, protect)  # what is there now may not be what was checked
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-{os.getpid()}-", dir=final.parent))
             final.rename(old / final.name)
             tmp.rename(final)
             shutil.rmtree(old, ignore_errors=True)
@@ -295,25 +352,33 @@ def staged_folder(final:str|Path, # the folder to create
 _METRIC_ORDER = ("mean_average_precision_at_r", "r_precision", "precision_at_1")
 _METRIC_LABELS = {"mean_average_precision_at_r": "MAP@R", "r_precision": "R-precision", "precision_at_1": "P@1"}
 
-def metric_label(name:str) -> str: # a key of `retrieval_metrics`'s result
-    "The short name of a metric: `mean_average_precision_at_r` -> `MAP@R`, `recall_at_4` -> `recall@4`."
-    return _METRIC_LABELS.get(name) or re.sub(r"^recall_at_(\d+)$", r"recall@\1", name)
+def metric_label(name:str) -> str: # a key of `retrieval_metrics`'s or `one_shot_report`'s result
+    "The short name of a metric: `mean_average_precision_at_r` -> `MAP@R`, `recall_at_4` -> `recall@4`, `20_way` -> `20-way one-shot`."
+    return _METRIC_LABELS.get(name) or re.sub(r"^recall_at_(\d+)$", r"recall@\1", re.sub(r"^(\d+)_way$", r"\1-way one-shot", name))
 
 def _metric_rank(name:str):
-    return (_METRIC_ORDER.index(name), 0) if name in _METRIC_ORDER else (3, int(name[10:])) if name.startswith("recall_at_") else (4, name)
+    if name in _METRIC_ORDER: return (_METRIC_ORDER.index(name), 0)
+    for rank, pattern in ((3, r"(\d+)_way"), (4, r"recall_at_(\d+)")):
+        m = re.fullmatch(pattern, name)
+        if m: return (rank, int(m.group(1)))
+    return (5, name)
 
-def metrics_table(columns:dict, # column title -> metrics dict (e.g. {"before": ..., "after": ...})
+def metrics_table(columns:dict, # column title -> metrics dict (e.g. {"untrained": ..., "trained": ...})
                   change:bool=True, # with two columns, add their difference
                  ) -> str:
-    "A plain-text table of metrics: one row per metric, one column per entry of `columns`."
+    "A plain-text table of metrics: one row per metric, one column per entry of `columns`; a `NAME_ci` entry prints as `± ci`."
     titles = list(columns)
-    names = sorted({n for metrics in columns.values() for n in metrics}, key=_metric_rank)
+    names = sorted({n for metrics in columns.values() for n in metrics if not n.endswith("_ci")}, key=_metric_rank)
     header = ["metric", *titles] + (["change"] if change and len(titles) == 2 else [])
+    def cell(metrics, name):
+        value, ci = metrics.get(name, float("nan")), metrics.get(f"{name}_ci")
+        return f"{value:.3f}" + (f" ± {ci:.3f}" if ci is not None else "")
     rows = []
     for name in names:
-        values = [columns[t].get(name, float("nan")) for t in titles]
-        row = [metric_label(name), *(f"{v:.3f}" for v in values)]
-        if len(header) > len(row): row.append(f"{values[1] - values[0]:+.3f}")
+        row = [metric_label(name), *(cell(columns[t], name) for t in titles)]
+        if len(header) > len(row):
+            values = [columns[t].get(name, float("nan")) for t in titles]
+            row.append(f"{values[1] - values[0]:+.3f}")
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in [header, *rows])
@@ -333,15 +398,72 @@ class EpochTable:
             print("  ".join(n.rjust(w) for n, w in zip(names, self.widths)), file=self.file or sys.stdout, flush=True)
         print("  ".join(c.rjust(w) for c, w in zip(cells, self.widths)), file=self.file or sys.stdout, flush=True)
 
-def evaluate_model(model, # an embedder
-                   dl, # a DataLoader of (images, labels)
-                   ks:tuple=(1, 2, 4, 8), # the k of recall@k
-                  ) -> tuple:
-    "`(metrics, embeddings, labels)` of `dl`: leave-one-out retrieval metrics of the embeddings `model` gives."
-    from dml_nb.learner import get_embeddings
+RAW_PIXELS_SIDE = 32  # the raw-pixel baseline sees the preprocessed images average-pooled to at most 32x32
+
+def embed_with_baselines(models:dict, # name -> embedder, e.g. {"untrained": ..., "trained": ...}
+                         batches, # preprocessed image batches (n, C, H, W), or (images, ...) tuples, e.g. a DataLoader
+                        ) -> dict:
+    "`{'raw pixels': (n, p), name: (n, d), ...}`: the flattened pixels and each model's embeddings of every batch, in eval mode."
+    import torch
+    import torch.nn.functional as F
+    out, modes = {"raw pixels": [], **{name: [] for name in models}}, {name: m.training for name, m in models.items()}
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                images = (batch[0] if isinstance(batch, (tuple, list)) else batch).as_subclass(torch.Tensor).float()
+                h, w = images.shape[-2:]
+                small = F.adaptive_avg_pool2d(images, (min(h, RAW_PIXELS_SIDE), min(w, RAW_PIXELS_SIDE))) if max(h, w) > RAW_PIXELS_SIDE else images
+                out["raw pixels"].append(small.flatten(1).cpu())
+                for name, model in models.items():
+                    embeddings = model.eval()(images.to(next(model.parameters()).device))
+                    out[name].append((embeddings[0] if isinstance(embeddings, (tuple, list)) else embeddings).float().cpu())
+    finally:
+        for name, model in models.items(): model.train(modes[name])
+    if not out["raw pixels"]: raise ValueError("no images to evaluate")
+    return {name: torch.cat(chunks) for name, chunks in out.items()}
+
+def baseline_report(embeddings:dict, # row name -> (n, d) embeddings of the same images, e.g. from `embed_with_baselines`
+                    labels, # (n,) class of each image
+                    groups=None, # (n,) group of each image (the alphabet): one-shot episodes stay inside a group
+                    drawers=None, # (n,) who drew each image; None: no one-shot episodes
+                    ks:tuple=(1, 2, 4, 8), # the k of recall@k
+                    n_ways:tuple=(5, 20), # the one-shot tasks
+                    episodes:int=400, # episodes per task
+                    seed:int=0, # seed of the episodes (the same episodes for every row)
+                   ) -> dict:
+    "Each row's leave-one-out retrieval metrics and, given `drawers`, its n-way one-shot accuracies with 95% intervals."
+    import numpy as np
     from dml_nb.metrics import retrieval_metrics
-    embeddings, labels = get_embeddings(model, dl, progress=False)
-    return retrieval_metrics(embeddings, labels, ks=tuple(ks)), embeddings, labels
+    rows = {}
+    for name, vectors in embeddings.items():
+        rows[name] = retrieval_metrics(vectors, labels, ks=tuple(ks))
+        if drawers is not None:
+            from dml_nb.metrics import one_shot_report
+            groups_ = np.zeros(len(labels), int) if groups is None else groups
+            rows[name].update(one_shot_report(vectors, labels, groups_, drawers, n_ways=tuple(n_ways), n_episodes=episodes, seed=seed))
+    return rows
+
+_VERDICT_METRICS = ("mean_average_precision_at_r", "r_precision", "precision_at_1")
+
+def baseline_verdict(rows:dict, # from `baseline_report`
+                     model:str="trained", # the row to judge
+                     baselines:tuple=("raw pixels", "untrained"), # the rows it must beat
+                    ) -> str:
+    "One sentence: does `model` beat every baseline on MAP@R, R-precision, P@1 and one-shot accuracy (by more than the 95% intervals)?"
+    keys = sorted((k for k in rows[model] if k in _VERDICT_METRICS or re.fullmatch(r"\d+_way", k)), key=_metric_rank)
+    lost = {}
+    for baseline in baselines:
+        for key in keys:
+            margin = rows[model].get(f"{key}_ci", 0.) + rows[baseline].get(f"{key}_ci", 0.)
+            if not rows[model][key] - rows[baseline][key] > margin: lost.setdefault(baseline, []).append(key)
+    if not lost:
+        return (f"The {model} network beats {' and '.join(baselines)} on {', '.join(map(metric_label, keys))}"
+                f"{' (one-shot accuracy by more than the 95% intervals)' if any(k.endswith('_way') for k in keys) else ''}.")
+    parts = [f"{baseline} on {', '.join(f'{metric_label(k)} ({rows[model][k]:.3f} vs {rows[baseline][k]:.3f})' for k in found)}"
+             for baseline, found in lost.items()]
+    hint = (" It has not learned a better distance than the pixels themselves: more training classes, another loss or longer"
+            " training may help." if "raw pixels" in lost else "")
+    return f"Note: the {model} network does NOT beat {'; nor '.join(parts)}.{hint}"
 
 def default_run_dir(data:str) -> Path: # the --data value
     "`runs/<data name>-<date>-<time>` in the current folder."
@@ -351,26 +473,94 @@ def default_run_dir(data:str) -> Path: # the --data value
 # %% ../nbs/13_cli.ipynb #8d2b3ed0
 DIGITS_HELD_OUT = "3,5,8,9"  # the default unseen classes of `--data digits`: the four most alike digits
 
+TRAIN_DEFAULTS = {  # the defaults of the flags left unset, by data source ("folder" for anything else)
+    "omniglot": dict(arch="convnet4", epochs=4, bs=64, m_per_class=4, miner="multi_similarity",
+                     valid_groups="Balinese", test_groups="Early_Aramaic,Greek,Korean"),
+    "digits": dict(arch="convnet2", epochs=5, bs=60, m_per_class=10, miner="none", valid_classes=DIGITS_HELD_OUT),
+    "folder": dict(arch="convnet2", epochs=5, bs=60, m_per_class=10, miner="none"),
+}
+
 def _json_text(obj) -> str: return json.dumps(obj, indent=2)
 
-def _check_flags(epochs, lr, bs, fp16, bf16):
+def _check_episodes(n_way, episodes):
+    if episodes < 2: raise CLIError(f"--episodes must be at least 2 (for an interval), got {episodes}")
+    if not n_way or min(n_way) < 2: raise CLIError(f"--n_way must be at least 2, got {list(n_way)}")
+
+def _check_flags(epochs, lr, bs, fp16, bf16, workers):
+    import math
     if fp16 and bf16: raise CLIError("--fp16 and --bf16 exclude each other: choose one")
     if epochs < 1: raise CLIError(f"--epochs must be at least 1, got {epochs}")
-    if not lr > 0: raise CLIError(f"--lr must be positive, got {lr}")
+    if not (lr > 0 and math.isfinite(lr)): raise CLIError(f"--lr must be a positive finite number, got {lr}")
     if bs < 2: raise CLIError(f"--bs must be at least 2 (a batch needs pairs), got {bs}")
+    if workers < 0: raise CLIError(f"--workers must be 0 (load in the main process) or more, got {workers}")
+
+def _check_loss(loss, loss_args, miner, miner_args, embed_dim):
+    "Build the loss and the miner once on a tiny batch, so that bad names and hyperparameters fail before any slow work."
+    import torch
+    from dml_nb.losses import loss_classes
+    find_class(loss, loss_classes(), "loss")
+    if miner is not None and str(miner).lower() not in ("", "none"): find_class(miner, miner_classes(), "miner")
+    try:
+        loss_func = build_loss(loss, 2, embed_dim, loss_args)
+        embeddings, labels = torch.nn.functional.normalize(torch.randn(4, embed_dim), dim=1), torch.tensor([0, 0, 1, 1])
+        miner_module = build_miner(miner, miner_args, loss_func)
+        loss_func(embeddings, labels, miner_module(embeddings, labels) if miner_module is not None else None)
+    except CLIError: raise
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise CLIError(f"--loss {loss} with --loss_args {loss_args!r} and --miner {miner} with --miner_args {miner_args!r} "
+                       f"fails on a test batch: {one_line(err)}") from None
+
+def _divergence_guard(lr):
+    "A fastai callback that stops training at the first non-finite loss and remembers why."
+    import torch
+    from fastai.callback.core import Callback, CancelFitException
+    class DivergenceGuard(Callback):
+        order, message = 0, None
+        def after_loss(self):
+            if self.training and not torch.isfinite(self.learn.loss).all():
+                self.message = (f"the loss diverged (not finite at epoch {self.epoch + 1}, batch {self.iter + 1}): "
+                                f"try a lower --lr than {lr:g}")
+                raise CancelFitException()
+    return DivergenceGuard()
+
+def _split(items, source, valid_classes, valid_groups, test_groups):
+    "The items with a `split` column (train / valid / test) and a sentence naming what is held out."
+    from dml_nb.data import split_by_group
+    if "split" in items.columns:  # a benchmark: its standard split; its query and gallery classes are the test
+        if valid_classes or valid_groups or test_groups: raise CLIError(f"--data {source} has its standard split: --valid_classes, --valid_groups and --test_groups do not apply")
+        return items, "of the benchmark's standard test split"
+    if valid_groups or test_groups:
+        if valid_classes: raise CLIError("--valid_classes and --valid_groups/--test_groups exclude each other: hold out classes or groups")
+        try: items = split_by_group(items, valid_groups or (), test_groups or ())
+        except ValueError as err: raise CLIError(f"--valid_groups {valid_groups} --test_groups {test_groups}: {err}") from None
+        return items, f"of groups held out whole ({', '.join(sorted(items.loc[items.split == 'test', 'parent'].unique()))})"
+    if valid_classes: return hold_out(items, valid_classes), "never seen in training"
+    return items, "never seen in training"
 
 def _train(data, data_root, out, arch, embed_dim, pretrained, loss, loss_args, miner, miner_args, epochs, lr, bs,
-           m_per_class, size, preset, valid_pct, valid_classes, seed, loss_lr_mult, fp16, bf16, device, workers, plots,
-           overwrite, config):
+           m_per_class, size, preset, augment, rotation_classes, valid_pct, valid_classes, valid_groups, test_groups, drawer_pattern, n_way, episodes,
+           seed, loss_lr_mult, fp16, bf16, device, workers, plots, overwrite, config):
     "The work of `dml_train`, on resolved options."
-    options, start = dict(locals()), time.time()
-    _check_flags(epochs, lr, bs, fp16, bf16)
-    out = Path(out) if out else default_run_dir(data)
-    if out.exists() and not overwrite: raise CLIError(f"{out} already exists: choose another --out, or pass --overwrite to replace it")
-    from dml_nb.losses import loss_classes
-    loss_class = find_class(loss, loss_classes(), "loss")  # names are checked before any slow work
-    _check_parameters(loss_class, parse_kwargs(loss_args), "--loss_args")
-    build_miner(miner, miner_args)
+    start = time.time()
+    source_kind = str(data) if str(data) in TRAIN_DEFAULTS else "folder"
+    defaults = TRAIN_DEFAULTS[source_kind]
+    arch, epochs, bs, m_per_class, miner = (defaults[k] if v is None else v for k, v in
+                                            dict(arch=arch, epochs=epochs, bs=bs, m_per_class=m_per_class, miner=miner).items())
+    if valid_classes is None and valid_groups is None and test_groups is None:
+        valid_classes, valid_groups, test_groups = (defaults.get(k) for k in ("valid_classes", "valid_groups", "test_groups"))
+    options = {k: v for k, v in locals().items() if k not in ("start", "source_kind", "defaults")}
+    _check_flags(epochs, lr, bs, fp16, bf16, workers)
+    _check_episodes(n_way, episodes)
+    protect = [data] if Path(str(data)).expanduser().is_dir() else []
+    out = check_out_folder(out or default_run_dir(data), overwrite, "run.json", protect)  # before any slow work
+    _check_loss(loss, loss_args, miner, miner_args, embed_dim)
+    augmentation, preset = parse_kwargs(augment, "--augment"), preset or DATA_PRESETS.get(str(data), "photo")
+    from dml_nb.data import data_config, rotated_classes
+    try: data_config(preset, size=size, **augmentation)
+    except ValueError as err: raise CLIError(f"--preset {preset} --size {size} --augment {augment!r}: {err}") from None
+    import copy
+    import numpy as np, pandas as pd
+    from fastai.callback.tracker import SaveModelCallback
     from dml_nb.core import seed_everything, get_device
     from dml_nb.data import DMLDataLoaders
     from dml_nb.models import create_embedder
@@ -378,54 +568,85 @@ def _train(data, data_root, out, arch, embed_dim, pretrained, loss, loss_args, m
     from dml_nb.inference import save_run, atomic_write_json, model_fingerprint
     from dml_nb.vis import training_history
     device = get_device(device)
-    with staged_folder(out, overwrite) as tmp:
-        items, source = data_items(data, data_root)
-        if valid_classes is None and source == "digits": valid_classes = DIGITS_HELD_OUT
-        if valid_classes: items = hold_out(items, valid_classes)
-        dls = DMLDataLoaders.from_items(items, valid_pct=valid_pct, seed=seed, preset=preset or DATA_PRESETS.get(source, "photo"),
-                                        size=size, bs=bs, m_per_class=m_per_class or None, num_workers=workers,
-                                        device=device, source_name=source)
+    with staged_folder(out, overwrite, "run.json", protect) as tmp:
+        items, source = data_items(data, data_root, drawer_pattern)
+        items, held_out = _split(items, source, valid_classes, valid_groups, test_groups)
+        has_test = "split" in items.columns and (items["split"] == "test").any()
+        if rotation_classes:
+            if "split" not in items.columns: raise CLIError("--rotation_classes needs the held-out classes named (--valid_classes, or --valid_groups and --test_groups): only training classes are turned")
+            items = rotated_classes(items)
+        dls = DMLDataLoaders.from_items(items[items["split"] != "test"] if has_test else items, valid_pct=valid_pct, seed=seed,
+                                        preset=preset, augmentation=augmentation, size=size, bs=bs,
+                                        m_per_class=m_per_class or None, num_workers=workers, device=device, source_name=source)
+        test_items = (items[items["split"] == "test"] if has_test else dls.valid_ds.items).reset_index(drop=True)
         seed_everything(seed)
         model = create_embedder(arch, embed_dim=embed_dim, pretrained=pretrained, n_in=dls.dml_config["n_in"])
+        untrained = copy.deepcopy(model).to(device)  # the same initial weights, kept for the report
         loss_func = build_loss(loss, dls.n_train_classes, model.embed_dim, loss_args)
-        miner_module = build_miner(miner, miner_args)
-        learn = metric_learner(dls, model, loss_func, miner=miner_module, loss_lr_mult=loss_lr_mult, path=tmp, model_dir=".")
+        miner_module = build_miner(miner, miner_args, loss_func)
+        guard = _divergence_guard(lr)
+        learn = metric_learner(dls, model, loss_func, miner=miner_module, loss_lr_mult=loss_lr_mult, path=tmp, model_dir=".", cbs=[guard])
         if fp16: learn.to_fp16()
         if bf16: learn.to_bf16()
         vocab = [str(o) for o in dls.vocab]
-        valid_names = vocab[dls.n_train_classes:]
-        print(f"data: {source}, {dls.n_train_classes} training classes ({len(dls.train_ds)} images), {len(valid_names)} unseen "
-              f"validation classes ({len(dls.valid_ds)} images{': ' + ', '.join(valid_names) if len(valid_names) <= 10 else ''})")
+        n_drawn = len({name.split("@")[0] for name in vocab[:dls.n_train_classes]}) if rotation_classes else dls.n_train_classes
+        test_classes = sorted(test_items["label"].astype(str).unique())
+        print(f"data: {source}, {dls.n_train_classes} training classes ({len(dls.train_ds)} images"
+              + (f", {n_drawn} classes and their turns by 90, 180, 270 degrees" if rotation_classes else "") + "), "
+              + (f"{len(vocab) - dls.n_train_classes} validation classes ({len(dls.valid_ds)} images) to pick the best epoch, "
+                 f"{len(test_classes)} test classes ({len(test_items)} images)" if has_test else
+                 f"{len(test_classes)} unseen validation classes ({len(test_items)} images{': ' + ', '.join(test_classes) if len(test_classes) <= 10 else ''})"))
         print(f"model: {arch}, {model.embed_dim}-d embeddings; loss: {type(loss_func).__name__}"
               f"{'; miner: ' + type(miner_module).__name__ if miner_module is not None else ''}; {epochs} epoch(s) at lr {lr:g} on {device}")
-        before, _, _ = evaluate_model(model, dls.valid)
         learn.logger = EpochTable(learn)
-        with learn.no_bar(): learn.fit_one_cycle(epochs, lr)
-        after, embeddings, labels = evaluate_model(model, dls.valid)
-        print(f"\nretrieval on the {len(valid_names)} unseen classes (leave-one-out), untrained vs trained:")
-        print(metrics_table({"before": before, "after": after}))
-        fingerprint = model_fingerprint(model)
-        names, paths = [vocab[i] for i in labels.tolist()], dls.valid_ds.items["path"].tolist()
+        best = SaveModelCallback(monitor="mean_average_precision_at_r", comp=np.greater, fname="best_epoch", with_opt=False)
+        try:
+            with learn.no_bar(): learn.fit_one_cycle(epochs, lr, cbs=[best] if has_test else [])
+        except Exception:
+            if guard.message: raise CLIError(guard.message) from None
+            raise
+        if guard.message: raise CLIError(guard.message)
+        (tmp / "best_epoch.pth").unlink(missing_ok=True)  # fastai's file; its weights are loaded and saved below
+        history = training_history(learn)
+        best_epoch = int(history["mean_average_precision_at_r"].idxmax()) if has_test else None
+        labels, names = pd.factorize(test_items["label"].astype(str))
+        eval_dl = dls.test_dl(test_items, with_labels=False, bs=max(bs, 64))
+        embeddings = embed_with_baselines({"untrained": untrained, "trained": model}, eval_dl)
+        rows = baseline_report(embeddings, labels, test_items["parent"].astype(str).to_numpy() if "parent" in test_items else None,
+                               test_items["drawer"].to_numpy() if "drawer" in test_items else None, n_ways=n_way,
+                               episodes=episodes, seed=seed)
+        where = f"{len(test_classes)} test classes" if has_test else f"{len(test_classes)} unseen validation classes"
+        print(f"\nscored on {where} ({len(test_items)} images) {held_out}: leave-one-out retrieval"
+              + (f"; one-shot: {episodes} episodes per task, mean ± 95% interval" if "drawer" in test_items else ""))
+        print(metrics_table(rows))
+        verdict = baseline_verdict(rows)
+        print(verdict)
+        if best_epoch is not None: print(f"weights of epoch {best_epoch}, the best by validation MAP@R")
+        fingerprint = model_fingerprint(model, data_config=dls.dml_config)  # what run.json records: weights and preprocessing
+        trained_classes = vocab[:dls.n_train_classes]
         save_run(tmp, model, dls.dml_config, extra=dict(
-            options=options, source=source, train_classes=vocab[:dls.n_train_classes], valid_classes=valid_names,
-            loss=type(loss_func).__name__, miner=type(miner_module).__name__ if miner_module is not None else None))
+            options=options, source=source, train_classes=trained_classes, valid_classes=vocab[dls.n_train_classes:],
+            test_classes=test_classes, loss=type(loss_func).__name__,
+            miner=type(miner_module).__name__ if miner_module is not None else None))
         atomic_write_json(tmp / "metrics.json", dict(
-            protocol="leave-one-out retrieval on the unseen validation classes", classes=valid_names, n_images=len(names),
-            before=before, after=after, seconds=round(time.time() - start, 1)))
-        training_history(learn).to_csv(tmp / "history.csv", index=False)
-        if plots: _save_plots(tmp, embeddings, labels, paths, vocab, seed)
-        index = index_embeddings(embeddings.numpy(), names, paths, fingerprint)
+            protocol=f"leave-one-out retrieval on {where} {held_out}" + (f"; {'/'.join(map(str, n_way))}-way one-shot episodes within a group, {episodes} each" if "drawer" in test_items else ""),
+            classes=test_classes, n_images=len(test_items), best_epoch=best_epoch, verdict=verdict,
+            raw_pixels=rows["raw pixels"], untrained=rows["untrained"], trained=rows["trained"], seconds=round(time.time() - start, 1)))
+        history.to_csv(tmp / "history.csv", index=False)
+        paths = test_items["path"].tolist()
+        if plots: _save_plots(tmp, embeddings["trained"], labels, paths, list(names), seed)
+        index = index_embeddings(embeddings["trained"].numpy(), [names[i] for i in labels], paths, fingerprint)
         index.meta.update(run=str(out), data=str(data))
         index.save(tmp / "index")
     print(f"run folder: {out} ({time.time() - start:.0f} s)")
     return out
 
 def _save_plots(folder, embeddings, labels, paths, vocab, seed):
-    "umap.png and retrieval.png of the unseen classes' embeddings."
+    "umap.png and retrieval.png of the test classes' embeddings."
     import matplotlib.pyplot as plt
     from dml_nb.vis import plot_embedding_map, retrieval_grid_from_embeddings
     fig = plot_embedding_map(embeddings, labels, method="umap", class_names=vocab, seed=seed,
-                             title=f"UMAP of {len(labels)} embeddings of the unseen classes")
+                             title=f"UMAP of {len(labels)} embeddings of classes never trained on")
     fig.savefig(folder / "umap.png", dpi=100, bbox_inches="tight"); plt.close(fig)
     fig = retrieval_grid_from_embeddings(embeddings, labels, paths, k=5, n_queries=6, seed=seed, class_names=vocab)
     fig.savefig(folder / "retrieval.png", dpi=100, bbox_inches="tight"); plt.close(fig)
@@ -437,6 +658,7 @@ def index_embeddings(embeddings, # (n, d) float32 embeddings
                      fingerprint:str|None, # `model_fingerprint` of the model that made them
                      kind:str="flat", # "flat", "ivf" or "hnsw", for a new index
                      index=None, # an `EmbeddingIndex` to add to (its `meta["classes"]` extended); None for a new one
+                     on_duplicate:str="keep", # an image already in the index (same path or same content): "keep", "skip" or "error"
                     ):
     "An `EmbeddingIndex` of `embeddings`, labelled by class ids whose names are kept in `index.meta['classes']`."
     import numpy as np
@@ -447,7 +669,8 @@ def index_embeddings(embeddings, # (n, d) float32 embeddings
     classes = index.meta["classes"]
     ids = {name: i for i, name in enumerate(classes)}
     for name in sorted(set(class_names) - set(ids)): ids[name] = len(classes); classes.append(name)
-    return index.add(embeddings, np.array([ids[name] for name in class_names], dtype=np.int64), paths=[str(p) for p in paths])
+    return index.add(embeddings, np.array([ids[name] for name in class_names], dtype=np.int64), paths=[str(p) for p in paths],
+                     on_duplicate=on_duplicate)
 
 def load_index(index_dir:str|Path, # a folder written by `dml_index` or a run folder's `index/`
                fingerprint:str|None=None, # the querying model's fingerprint: an index of another model is refused
@@ -462,70 +685,109 @@ def load_index(index_dir:str|Path, # a folder written by `dml_index` or a run fo
 
 # %% ../nbs/13_cli.ipynb #e907c92c
 @call_parse
-def dml_train(data:str="digits", # digits (bundled), omniglot, cub200, cars196, sop, inshop, or a folder of class folders (a class is a leaf folder)
-              data_root:str=None, # omniglot: a folder of its zips (default: download); cub200/cars196/sop/inshop: the extracted archive; digits: where its PNGs go
+def dml_train(data:str="omniglot", # omniglot (its minimal background sets ship with the package), digits (bundled), cub200, cars196, sop, inshop, or a folder of class folders (a class is a leaf folder)
+              data_root:str=None, # omniglot: a folder of its zips (default: the bundled ones); cub200/cars196/sop/inshop: the extracted archive; digits: where its PNGs go (default: the cache, $DML_NB_DATA or ~/.cache/dml_nb)
               out:str=None, # the run folder to write (default: runs/<data>-<date>-<time>)
-              arch:str="convnet2", # convnet2 or convnet4 (small nets for tiny images), or any timm model name
+              arch:str=None, # convnet4 or convnet2 (small nets for tiny images), or any timm model name (default: convnet4 for omniglot, else convnet2)
               embed_dim:int=64, # embedding size
               pretrained:bool=False, # start from timm's pretrained weights (downloaded, or from the Hugging Face cache)
               loss:str="multi_similarity", # a loss of dml_nb.losses, e.g. multi_similarity, triplet_margin, contrastive, proxy_anchor, arc_face
               loss_args:str=None, # the loss's hyperparameters as key=value pairs, e.g. "margin=0.2,scale=32"
-              miner:str=None, # a miner of dml_nb.miners, e.g. multi_similarity, batch_hard (default: none)
+              miner:str=None, # a miner of dml_nb.miners, e.g. multi_similarity, batch_hard, or none (default: multi_similarity for omniglot, else none)
               miner_args:str=None, # the miner's hyperparameters as key=value pairs
-              epochs:int=5, # training epochs (one-cycle schedule)
+              epochs:int=None, # training epochs, one-cycle schedule (default: 4 for omniglot, else 5)
               lr:float=3e-3, # peak learning rate
-              bs:int=60, # batch size
-              m_per_class:int=10, # images per class in a training batch (0: plain random batches)
-              size:int=None, # image side in pixels (default: the preset's, 32 for digits)
+              bs:int=None, # batch size (default: 64 for omniglot, else 60)
+              m_per_class:int=None, # images per class in a training batch, 0 for plain random batches (default: 4 for omniglot, else 10)
+              size:int=None, # image side in pixels (default: the preset's: 28 for omniglot, 32 for digits)
               preset:str=None, # preprocessing: tiny_gray, gray or photo (default: tiny_gray for digits, gray for omniglot, else photo)
-              valid_pct:float=0.5, # fraction of the classes held out as unseen validation classes
-              valid_classes:str=None, # comma-separated classes to hold out instead of a random valid_pct (default for digits: 3,5,8,9, the most alike, so that training has something to show)
-              seed:int=0, # seed of the split, the initial weights and the batches
+              augment:str=None, # training augmentation replacing the preset's, as key=value pairs: max_rotate, min_zoom, max_zoom, max_warp, p_affine, flip, max_lighting
+              rotation_classes:bool=False, # each training class turned by 90, 180 and 270 degrees is three more classes (for characters and symbols, not photos)
+              valid_pct:float=0.5, # fraction of the classes held out as unseen validation classes, when no classes or groups are named
+              valid_classes:str=None, # comma-separated classes held out as the unseen validation and test classes (default for digits: 3,5,8,9)
+              valid_groups:str=None, # comma-separated groups (parent folders: alphabets) held out whole to pick the best epoch (default for omniglot: Balinese)
+              test_groups:str=None, # comma-separated groups held out whole for the final test (default for omniglot: Early_Aramaic,Greek,Korean)
+              drawer_pattern:str=None, # regular expression whose group reads the drawer from a file name, for one-shot episodes (default for omniglot: "_(\d+)\.\w+$")
+              n_way:Param("the n of the n-way one-shot tasks", int, nargs="+")=(5, 20), # the n of the n-way one-shot tasks
+              episodes:int=400, # one-shot episodes per task
+              seed:int=0, # seed of the split, the initial weights, the batches and the episodes
               loss_lr_mult:float=1., # learning-rate multiplier of the loss's own parameters (proxies, class weights; Proxy-Anchor uses 100)
               fp16:bool=False, # float16 mixed precision
               bf16:bool=False, # bfloat16 mixed precision
               device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
               workers:int=0, # DataLoader worker processes
               plots:bool=True, # --no-plots: skip drawing umap.png and retrieval.png
-              overwrite:bool=False, # replace an existing --out folder
+              overwrite:bool=False, # replace --out if it is empty or a run folder (never any other folder)
               config:str=None, # a YAML file of these flags (flags given on the command line win)
              ):
-    "Train an embedder on class-disjoint classes, print retrieval metrics on the unseen classes before and after, write a run folder. Without arguments: the digits demo (unseen digits 3, 5, 8, 9; a few minutes on a CPU)."
+    "Train an embedder, then score it on classes it never saw beside raw pixels and the untrained network; write a run folder. Without arguments: Omniglot, tested on three held-out alphabets (about 2 minutes on a CPU, no download)."
     return run_script(dml_train, locals(), _train)
 
 # %% ../nbs/13_cli.ipynb #3bd36be0
-def _eval(run_dir, data, data_root, k, bs, device, config, json=False):
+def _scored_items(items, info:dict, own_data:bool):
+    "The rows to score and a phrase naming them: a run's own data is scored on its held-out classes only."
+    held_out = info.get("test_classes") or info.get("valid_classes")
+    if own_data and held_out:
+        return items[items["label"].astype(str).isin(held_out)], f"the run's {len(held_out)} held-out test classes"
+    if "split" in items.columns: return items[items["split"] != "train"], "the benchmark's test classes"
+    return items, "every class"
+
+def _eval(run_dir, data, data_root, k, bs, device, drawer_pattern, n_way, episodes, seed, config, json=False):
     "The work of `dml_eval`, on resolved options."
-    if data is None: raise CLIError("--data is required: the folder of class folders to evaluate on")
-    import numpy as np
+    _check_episodes(n_way, episodes)
+    from dml_nb.core import seed_everything
     from dml_nb.inference import load_embedder
-    from dml_nb.metrics import retrieval_metrics
+    from dml_nb.models import embedder_from_config
     embedder = load_embedder(run_dir, device)
-    items, source = data_items(data, data_root)
-    if "split" in items.columns: items = items[items["split"] != "train"]  # a benchmark's test classes
+    options = embedder.info.get("options") or {}
+    own_data = data is None or (str(data) == str(options.get("data")) and data_root == options.get("data_root"))
+    if data is None:
+        if not options.get("data"): raise CLIError("--data is required: this run folder does not record the data it was trained on")
+        data, data_root = options["data"], options.get("data_root")
+        drawer_pattern = drawer_pattern or options.get("drawer_pattern")
+    items, source = data_items(data, data_root, drawer_pattern)
+    items, scored = _scored_items(items, embedder.info, own_data)
+    items = items.reset_index(drop=True)
     names = items["label"].astype(str).to_numpy()
-    classes, labels = np.unique(names, return_inverse=True)
-    embeddings = embedder.embed(items["path"].tolist(), bs=bs)
-    metrics = retrieval_metrics(embeddings, labels, ks=tuple(k))
-    result = dict(run=str(run_dir), fingerprint=embedder.fingerprint, data=str(data), n_images=len(items),
-                  n_classes=len(classes), metrics=metrics)
+    seen = sorted(set(names) & set(embedder.info.get("train_classes") or []))
+    if seen: warnings.warn(f"{len(seen)} of the {len(set(names))} classes scored are training classes of this run (e.g. {seen[0]!r}): "
+                           "their metrics do not measure how the model does on new classes")
+    seed_everything(options.get("seed", 0))  # the run's initial weights, as dml_train drew them
+    models = {"untrained": embedder_from_config(embedder.config).to(embedder.device), "trained": embedder.model}
+    import numpy as np
+    paths = items["path"].tolist()
+    batches = (embedder.preprocess(paths[i:i + bs]) for i in range(0, len(paths), bs))
+    rows = baseline_report(embed_with_baselines(models, batches), np.unique(names, return_inverse=True)[1],
+                           items["parent"].astype(str).to_numpy() if "parent" in items else None,
+                           items["drawer"].to_numpy() if "drawer" in items else None, ks=tuple(k), n_ways=n_way,
+                           episodes=episodes, seed=seed)
+    verdict = baseline_verdict(rows)
+    result = dict(run=str(run_dir), fingerprint=embedder.fingerprint, data=str(data), scored=scored, n_images=len(items),
+                  n_classes=len(set(names)), metrics=rows["trained"], untrained=rows["untrained"], raw_pixels=rows["raw pixels"],
+                  verdict=verdict)
     if json: print(_json_text(result))
     else:
-        print(f"{run_dir} on {data}: {len(items)} images of {len(classes)} classes, leave-one-out retrieval")
-        print(metrics_table({"value": metrics}))
+        print(f"{run_dir} on {data}: {scored}, {len(items)} images of {len(set(names))} classes, leave-one-out retrieval"
+              + (f"; one-shot: {episodes} episodes, mean ± 95% interval" if "drawer" in items else ""))
+        print(metrics_table(rows))
+        print(verdict)
     return result
 
 @call_parse
 def dml_eval(run_dir:str, # a run folder written by dml_train
-             data:str=None, # the images to evaluate on: a folder of class folders (or digits, omniglot, a benchmark's test classes)
+             data:str=None, # the images to score: a folder of class folders, digits, omniglot or a benchmark (default: the run's own data, its held-out classes)
              data_root:str=None, # for omniglot and the benchmarks, as in dml_train
+             drawer_pattern:str=None, # regular expression whose group reads the drawer from a file name: adds n-way one-shot episodes (default for omniglot: "_(\d+)\.\w+$")
+             n_way:Param("the n of the n-way one-shot tasks", int, nargs="+")=(5, 20), # the n of the n-way one-shot tasks
+             episodes:int=400, # one-shot episodes per task
+             seed:int=0, # seed of the episodes
              k:Param("the k of recall@k, one or more", int, nargs="+")=(1, 2, 4, 8), # the k of recall@k
              bs:int=64, # images per batch
              device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
              json:bool=False, # print the result as JSON instead of a table
              config:str=None, # a YAML file of these flags (flags given on the command line win)
             ):
-    "Embed a folder of class folders with a run's model and print its leave-one-out retrieval metrics."
+    "Score a run's model on a folder of class folders (retrieval, and one-shot episodes when files name their drawer) beside raw pixels and the untrained network."
     return run_script(dml_eval, locals(), _eval)
 
 # %% ../nbs/13_cli.ipynb #43b83d95
@@ -534,32 +796,46 @@ def _index(run_dir, data, data_root, out, kind, add, bs, device, overwrite, conf
     if data is None: raise CLIError("--data is required: the folder of class folders to index")
     if out is None: raise CLIError("--out is required: the index folder to write")
     from dml_nb.index import KINDS
-    if kind not in KINDS: raise CLIError(f"unknown --kind {kind!r}: use one of {', '.join(KINDS)}")
+    if kind is not None and kind not in KINDS: raise CLIError(f"unknown --kind {kind!r}: use one of {', '.join(KINDS)}")
+    protect = [data] if Path(str(data)).expanduser().is_dir() else []
     out = Path(out)
     if add and not out.exists(): raise CLIError(f"--add: there is no index at {out} to add to")
     if out.exists() and not (overwrite or add): raise CLIError(f"{out} already exists: choose another --out, pass --add to add to it, or --overwrite to replace it")
+    check_out_folder(out, overwrite or add, "index.json", protect)  # before any slow work
     from dml_nb.inference import load_embedder
     embedder = load_embedder(run_dir, device)
     index = load_index(out, embedder.fingerprint)[0] if add else None
+    if add and kind is not None and kind != index.kind:
+        raise CLIError(f"--kind {kind} does not match the {index.kind} index at {out}: leave --kind out to add to it")
     items, source = data_items(data, data_root)
     paths, names = items["path"].tolist(), items["label"].astype(str).tolist()
-    index = index_embeddings(embedder.embed(paths, bs=bs), names, paths, embedder.fingerprint, kind, index)
+    if add:  # images the index already holds (same path or same bytes) are not embedded again
+        new = ~index.find_duplicates(paths)
+        paths, names = [p for p, keep in zip(paths, new) if keep], [n for n, keep in zip(names, new) if keep]
+    skipped = len(items) - len(paths)
+    if add and not paths:
+        print(f"nothing to add: the {len(items)} images of {data} are already in {out} (same path or same content)")
+        return out
+    index = index_embeddings(embedder.embed(paths, bs=bs), names, paths, embedder.fingerprint, kind or "flat", index,
+                             on_duplicate="skip" if add else "keep")
+    skipped += len(getattr(index, "skipped", ()))  # copies within the new images themselves
     index.meta.update(run=str(run_dir))
-    with staged_folder(out, overwrite=True) as tmp: index.save(tmp)
-    print(f"{'added ' + str(len(paths)) + ' images to' if add else 'wrote'} {out}: {len(index)} images of "
-          f"{len(index.meta['classes'])} classes ({index.kind} index, model {embedder.fingerprint})")
+    with staged_folder(out, overwrite=True, marker="index.json", protect=protect) as tmp: index.save(tmp)
+    print(f"{'added ' + str(len(items) - skipped) + ' images to' if add else 'wrote'} {out}: {len(index)} images of "
+          f"{len(index.meta['classes'])} classes ({index.kind} index, model {embedder.fingerprint})"
+          + (f"; skipped {skipped} already in it (same path or same content)" if skipped else ""))
     return out
 
 @call_parse
 def dml_index(run_dir:str, # a run folder written by dml_train
               data:str=None, # the gallery: a folder of class folders (labels are the class folder names)
               out:str=None, # the index folder to write
-              kind:str="flat", # flat (exact search), ivf or hnsw (approximate, for large galleries)
-              add:bool=False, # add the images to the existing index --out (new classes need no retraining)
+              kind:str=None, # flat (exact search), ivf or hnsw (approximate, for large galleries); default: flat, or the kind of the index --add adds to
+              add:bool=False, # add the images to the existing index --out (new classes need no retraining; images already in it are skipped)
               data_root:str=None, # for omniglot and the benchmarks, as in dml_train
               bs:int=64, # images per batch
               device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
-              overwrite:bool=False, # replace an existing --out folder
+              overwrite:bool=False, # replace --out if it is empty or an index folder (never any other folder)
               config:str=None, # a YAML file of these flags (flags given on the command line win)
              ):
     "Embed a folder of class folders with a run's model and save a searchable index of it."
@@ -569,6 +845,8 @@ def dml_index(run_dir:str, # a run folder written by dml_train
 def _query(run_dir, index_dir, images, k, bs, device, config, json=False):
     "The work of `dml_query`, on resolved options."
     paths = [str(images)] if isinstance(images, (str, Path)) else [str(p) for p in images]
+    folders = [p for p in paths if Path(p).is_dir()]
+    if folders: raise CLIError(f"{folders[0]} is a folder, not an image file: give image files (a shell glob such as {Path(folders[0]) / '*.png'} expands to them)")
     missing = [p for p in paths if not Path(p).is_file()]
     if missing: raise CLIError(f"image file(s) not found: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     if k < 1: raise CLIError(f"--k must be at least 1, got {k}")

@@ -4,15 +4,17 @@
 
 # %% ../nbs/02_data.ipynb #c6604a8c
 from __future__ import annotations
-import os, shutil, tempfile, urllib.request, warnings, zipfile, hashlib
+import os, json, shutil, struct, tempfile, urllib.request, warnings, zipfile, hashlib
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from fasttransform import Pipeline
+from fastcore.basics import store_attr
+from fasttransform import DisplayedTransform, Pipeline
 from fastai.data.block import DataBlock, CategoryBlock
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import ColReader, IntToFloatTensor, Normalize, ToTensor
@@ -22,54 +24,144 @@ from fastai.vision.augment import Resize, ResizeMethod, RandomResizedCrop, aug_t
 from .core import usual_permissions
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'OMNIGLOT_URL', 'SPLIT_NAMES', 'BENCHMARKS', 'PRESETS', 'data_cache_dir', 'atomic_dir', 'digits_folder',
-           'download_file', 'omniglot_folder', 'check_images', 'drop_small_classes', 'class_folder_items',
-           'check_labels', 'csv_items', 'hdf5_items', 'prepare_cub200', 'prepare_cars196', 'prepare_sop',
-           'prepare_inshop', 'prepare_benchmark', 'class_disjoint_split', 'split_by_count', 'split_by_frequency',
-           'class_disjoint_kfold', 'stratified_kfold', 'phash', 'near_duplicate_groups', 'remove_near_duplicates',
-           'data_config', 'dml_tfms', 'preprocess_images', 'DMLDataLoaders']
+__all__ = ['IMAGE_EXTS', 'CACHE_MANIFEST', 'OMNIGLOT_URL', 'OMNIGLOT_SETS', 'OMNIGLOT_SPLIT', 'DRAWER_PATTERN', 'SPLIT_NAMES',
+           'BENCHMARKS', 'PRESETS', 'AUGMENTATION', 'data_cache_dir', 'cache_problem', 'atomic_dir', 'digits_folder',
+           'download_file', 'bundled_omniglot_zips', 'omniglot_folder', 'open_image', 'check_images',
+           'drop_small_classes', 'class_folder_items', 'split_by_group', 'with_drawers', 'check_labels', 'csv_items',
+           'hdf5_items', 'prepare_cub200', 'prepare_cars196', 'prepare_sop', 'prepare_inshop', 'prepare_benchmark',
+           'class_disjoint_split', 'split_by_count', 'split_by_frequency', 'class_disjoint_kfold', 'stratified_kfold',
+           'phash', 'near_duplicate_groups', 'remove_near_duplicates', 'data_config', 'dml_tfms', 'preprocess_images',
+           'DMLDataLoaders', 'rotated_classes']
 
 # %% ../nbs/02_data.ipynb #2a52dc8c
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+CACHE_MANIFEST = ".dml_nb_manifest.json"  # what `atomic_dir` wrote: {"files": {relative path: size}}
 
 def data_cache_dir() -> Path:
     "The cache folder for prepared data: `$DML_NB_DATA` if set, else `~/.cache/dml_nb`."
     return Path(os.environ.get("DML_NB_DATA") or Path.home() / ".cache" / "dml_nb").expanduser()
 
+def _hidden(relpath:str) -> bool: return any(part.startswith(".") for part in relpath.split("/"))
+
+def _listing(folder) -> dict:
+    "{relative path: size in bytes} of the files under `folder`; hidden ones (the manifest among them) are left out, as readers skip them."
+    folder, listing = Path(folder), {}
+    for parent, subdirs, files in os.walk(folder):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith("."):
+                path = Path(parent) / name
+                listing[path.relative_to(folder).as_posix()] = path.lstat().st_size  # lstat: a dangling link has a size too
+    return listing
+
+def _write_manifest(folder):
+    "Record the files of `folder` in its manifest (written to a temporary name, then renamed)."
+    target = Path(folder) / CACHE_MANIFEST
+    tmp = target.with_name(f"{CACHE_MANIFEST}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"files": _listing(folder)}))
+    os.replace(tmp, target)
+
+def _differences(found:dict, expected:dict) -> dict:
+    "The files `missing`, `extra` and `resized` in a listing `found` against `expected` (a size of None: any size will do)."
+    expected = {k: v for k, v in expected.items() if not _hidden(k)}
+    return {"missing": sorted(set(expected) - set(found)), "extra": sorted(set(found) - set(expected)),
+            "resized": sorted(k for k in set(found) & set(expected) if expected[k] is not None and found[k] != expected[k])}
+
+def _describe(diff:dict) -> str: return "; ".join(f"{len(v)} {k} file(s), e.g. {v[0]}" for k, v in diff.items() if v)
+
+def _cache_diff(folder):
+    "`_differences` of `folder` from its manifest; None when it has none."
+    manifest = Path(folder) / CACHE_MANIFEST
+    if not manifest.exists(): return None
+    try: expected = dict(json.loads(manifest.read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError): return {"unreadable": [CACHE_MANIFEST]}
+    return _differences(_listing(folder), expected)
+
+def cache_problem(folder:str|Path, # a folder that `atomic_dir` completed
+                 ) -> str|None:
+    "'' when the files under `folder` are those its manifest records (names and sizes), what differs otherwise; None without a manifest."
+    diff = _cache_diff(folder)
+    return None if diff is None else _describe(diff)
+
 @contextmanager
-def atomic_dir(final:Path): # the folder to create
-    "Yield a temporary folder next to `final`, renamed to `final` when the block ends without error."
+def atomic_dir(final:Path, # the folder to create
+               replace:bool=False, # replace an existing `final`, once the new folder is complete
+              ):
+    "Yield a temporary folder next to `final`; when the block ends without error, record its files in a manifest and rename it to `final`."
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-tmp-", dir=final.parent))
+    old = tmp.with_name(tmp.name + "-old")
     usual_permissions(tmp)
     try:
         yield tmp
+        _write_manifest(tmp)
+        if replace:
+            try: final.rename(old)  # a folder cannot be renamed over a full one: move the old one aside first
+            except FileNotFoundError: pass  # another process moved it first
         try: tmp.rename(final)
         except OSError:
-            if not final.exists(): raise
+            if not final.exists():
+                if old.exists(): old.rename(final)  # put the old folder back rather than lose it
+                raise
             shutil.rmtree(tmp)  # another process finished the same folder first: keep theirs
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
+def _reuse_cache(dest:Path, # the folder a source is prepared in
+                 owned:bool, # True when `dest` is the package's own cache path (not one the user passed)
+                 what:str, # what to call the folder in messages
+                 legacy=None, # `folder -> _differences` for a folder without a manifest (an older dml_nb's); None: trust it
+                ) -> bool:
+    "True to reuse `dest` as it is, False to (re)build it; raise rather than delete a folder dml_nb cannot tell it made."
+    if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())): return False  # absent, or empty: fill it
+    if not dest.is_dir(): raise NotADirectoryError(f"{dest} exists and is not a folder: pass another dest")
+    diff = _cache_diff(dest)
+    marked = diff is not None and "unreadable" not in diff  # a readable manifest: dml_nb wrote this folder
+    if diff is None:
+        if legacy is None: return True
+        diff = legacy(dest)
+        if not any(diff.values()) and owned: _write_manifest(dest)  # checked once: later checks are cheap
+    if not any(diff.values()): return True
+    problem = _describe(diff)
+    if not owned and (not marked or diff["extra"]):  # the user's folder, or files the user added: never delete them
+        raise ValueError(f"{dest} is not a complete {what} folder written by dml_nb ({problem}): delete it or pass another dest")
+    warnings.warn(f"cache folder {dest} is incomplete or altered ({problem}): rebuilding it")
+    return False
+
+
 # %% ../nbs/02_data.ipynb #b41446e9
-def digits_folder(dest:str|Path|None=None, # target folder; None means `data_cache_dir()/"digits"`
-                 ) -> Path:
-    "Write scikit-learn's 8x8 digits as PNG class folders `<dest>/<digit>/<i>.png` (once) and return the folder."
-    dest = Path(dest) if dest is not None else data_cache_dir() / "digits"
-    if dest.exists():
-        if sorted(p.name for p in dest.iterdir() if p.is_dir()) != [str(d) for d in range(10)]:
-            raise ValueError(f"{dest} exists but is not a digits folder (expected class folders 0 to 9): pass another dest")
-        return dest
+def _digit_pixels() -> dict:
+    "{relative path: 8x8 uint8 pixels} of the digits folder."
     from sklearn.datasets import load_digits
     digits = load_digits()
     pixels = np.round(digits.images * 255 / 16).astype(np.uint8)
-    with atomic_dir(dest) as tmp:
+    return {f"{label}/{i:04d}.png": img for i, (img, label) in enumerate(zip(pixels, digits.target))}
+
+def _same_pixels(path, pixels) -> bool:
+    try:
+        with Image.open(path) as image: return np.array_equal(np.asarray(image), pixels)
+    except (OSError, ValueError, SyntaxError): return False
+
+def _digits_differences(folder:Path) -> dict:
+    "How a digits folder without a manifest differs from the digits: files missing, extra, or with other pixels."
+    files = _digit_pixels()
+    diff = _differences(_listing(folder), dict.fromkeys(files))
+    diff["altered"] = [name for name in sorted(set(files) - set(diff["missing"])) if not _same_pixels(folder / name, files[name])]
+    return diff
+
+def digits_folder(dest:str|Path|None=None, # target folder; None means `data_cache_dir()/"digits"`
+                 ) -> Path:
+    "Write scikit-learn's 8x8 digits as PNG class folders `<dest>/<digit>/<i>.png` (once, or again if damaged) and return the folder."
+    owned, dest = dest is None, Path(dest) if dest is not None else data_cache_dir() / "digits"
+    if _reuse_cache(dest, owned, "digits", legacy=_digits_differences): return dest
+    with atomic_dir(dest, replace=dest.exists()) as tmp:
         for digit in range(10): (tmp / str(digit)).mkdir()
-        for i, (img, label) in enumerate(zip(pixels, digits.target)):
-            Image.fromarray(img).save(tmp / str(label) / f"{i:04d}.png")
+        for name, img in _digit_pixels().items(): Image.fromarray(img).save(tmp / name)
     return dest
+
 
 # %% ../nbs/02_data.ipynb #768f9d01
 OMNIGLOT_URL = "https://github.com/brendenlake/omniglot/raw/master/python/{}.zip"
@@ -91,10 +183,25 @@ def download_file(url:str, # the address to fetch
         raise
     return dest
 
+OMNIGLOT_SETS = ("images_background", "images_evaluation")  # the official full archives
+
+def bundled_omniglot_zips() -> list[Path]:
+    "The two minimal Omniglot background archives that ship inside the package (MIT licence, see their README)."
+    import dml_nb
+    folder = Path(dml_nb.__file__).parent / "bundled" / "omniglot"
+    zips = sorted(folder.glob("images_background_small[12].zip"))
+    if len(zips) != 2: raise FileNotFoundError(f"the bundled Omniglot archives are missing from {folder}: reinstall dml_nb")
+    return zips
+
 def _omniglot_zips(source, sets):
-    "The list of Omniglot archives named by `source`, downloading the official ones when `source` is None."
-    if source is None:
+    "The Omniglot archives named by `source`; the bundled ones when both are None; the official `sets`, downloaded."
+    if source is not None and sets is not None: raise ValueError("pass either source (archives you have) or sets (to download), not both")
+    if sets is not None:
+        sets = [sets] if isinstance(sets, str) else list(sets)
+        unknown = [o for o in sets if o not in OMNIGLOT_SETS]
+        if unknown or not sets: raise ValueError(f"unknown Omniglot set(s) {unknown}: use {', '.join(OMNIGLOT_SETS)}")
         return [download_file(OMNIGLOT_URL.format(name), data_cache_dir() / "downloads" / f"{name}.zip") for name in sets]
+    if source is None: return bundled_omniglot_zips()
     if isinstance(source, (list, tuple)): zips = [Path(o) for o in source]
     else:
         source = Path(source)
@@ -106,18 +213,27 @@ def _omniglot_zips(source, sets):
         if not z.is_file(): raise FileNotFoundError(f"Omniglot archive not found: {z}")
     return zips
 
+def _open_zip(zip_path) -> zipfile.ZipFile:
+    try: return zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile as e: raise ValueError(f"{zip_path} is not a valid zip archive") from e
+
+def _omniglot_members(archive:zipfile.ZipFile, zip_path) -> dict:
+    "{path in the extracted folder: member} of the PNGs of an Omniglot archive, whose layout is checked."
+    members = [m for m in archive.infolist() if not m.is_dir() and m.filename.lower().endswith(".png")]
+    if not members: raise ValueError(f"{zip_path} holds no PNG images: not an Omniglot archive")
+    out = {}
+    for member in members:
+        parts = PurePosixPath(member.filename).parts
+        if len(parts) != 4 or ".." in parts:
+            raise ValueError(f"{zip_path}: unexpected member {member.filename!r}; Omniglot archives hold <set>/<alphabet>/<character>/<image>.png")
+        out["/".join(parts[1:])] = member
+    return out
+
 def _extract_omniglot(zip_path, out):
     "Extract the PNGs of one Omniglot archive to `out/<alphabet>/<character>/`, merging identical duplicates."
-    try: archive = zipfile.ZipFile(zip_path)
-    except zipfile.BadZipFile as e: raise ValueError(f"{zip_path} is not a valid zip archive") from e
-    with archive:
-        members = [m for m in archive.infolist() if not m.is_dir() and m.filename.lower().endswith(".png")]
-        if not members: raise ValueError(f"{zip_path} holds no PNG images: not an Omniglot archive")
-        for member in members:
-            parts = PurePosixPath(member.filename).parts
-            if len(parts) != 4 or ".." in parts:
-                raise ValueError(f"{zip_path}: unexpected member {member.filename!r}; Omniglot archives hold <set>/<alphabet>/<character>/<image>.png")
-            target, data = out.joinpath(*parts[1:]), archive.read(member)
+    with _open_zip(zip_path) as archive:
+        for name, member in _omniglot_members(archive, zip_path).items():
+            target, data = out / name, archive.read(member)
             if target.exists():
                 if target.read_bytes() != data:
                     raise ValueError(f"{zip_path}: {member.filename} differs from the file of the same name in an earlier archive")
@@ -125,28 +241,79 @@ def _extract_omniglot(zip_path, out):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
 
-def omniglot_folder(source:str|Path|Sequence|None=None, # None (download), a zip, a list of zips, or a folder of zips
+def _omniglot_listing(zips) -> dict:
+    "{relative path: size} of the folder that `zips` extract to, read from the archives' member lists."
+    listing = {}
+    for z in zips:
+        with _open_zip(z) as archive: listing.update({name: m.file_size for name, m in _omniglot_members(archive, z).items()})
+    return listing
+
+def omniglot_folder(source:str|Path|Sequence|None=None, # a zip, a list of zips, or a folder of zips; None: the bundled minimal sets
                     dest:str|Path|None=None, # target folder; None means a folder under `data_cache_dir()/"omniglot"`
-                    sets:Sequence[str]=("images_background",), # official archives to download when `source` is None
+                    sets:str|Sequence[str]|None=None, # official archives to download instead: "images_background", "images_evaluation"
                    ) -> Path:
-    "Extract Omniglot archives (once) into `<dest>/<alphabet>/<character>/*.png` and return the folder."
+    "Extract Omniglot archives (once, or again if damaged) into `<dest>/<alphabet>/<character>/*.png` and return the folder."
     zips = _omniglot_zips(source, sets)
-    dest = Path(dest) if dest is not None else data_cache_dir() / "omniglot" / "+".join(z.stem for z in zips)
-    if dest.exists(): return dest
-    with atomic_dir(dest) as tmp:
+    owned, dest = dest is None, Path(dest) if dest is not None else data_cache_dir() / "omniglot" / "+".join(z.stem for z in zips)
+    # a folder without a manifest is checked against the archives' member lists (names and sizes)
+    if _reuse_cache(dest, owned, "Omniglot", legacy=lambda folder: _differences(_listing(folder), _omniglot_listing(zips))): return dest
+    with atomic_dir(dest, replace=dest.exists()) as tmp:
         for z in zips: _extract_omniglot(z, tmp)
     return dest
 
+
+# %% ../nbs/02_data.ipynb #4a06a82a
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+def _to_8bit(image:Image.Image) -> Image.Image:
+    "A 16-bit (or 32-bit integer) grey image scaled to 8 bits, as mode 'L'; other images unchanged."
+    if image.mode not in (*_SIXTEEN_BIT_MODES, "I"): return image
+    values = np.asarray(image).astype(np.float64)
+    top = values.max(initial=0)
+    # 16 bits span 0..65535 = 255 * 257; an "I" image may also hold 8-bit values, or more than 16 bits
+    scale = 1. if image.mode == "I" and top <= 255 else 257. if top <= 65535 else top / 255
+    return Image.fromarray(np.clip(np.round(values / scale), 0, 255).astype(np.uint8))
+
+def _naming_bombs(read, path):
+    "`read(path)`, with PIL's decompression-bomb warning issued again with `path` in it."
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try: return read(path)
+        except Image.DecompressionBombWarning as warning: message = f"{path}: {warning}"
+    warnings.warn(message, Image.DecompressionBombWarning, stacklevel=3)
+    with warnings.catch_warnings():  # a large image under PIL's hard limit: read it, as PIL would
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return read(path)
+
+def _decode(path, mode):
+    with Image.open(path) as image:
+        image.load()  # decode every pixel now, so that a damaged file fails here, with its name
+        return _to_8bit(image).convert(mode)
+
+def open_image(path:str|Path, # an image file
+               mode:str="RGB", # the PIL mode to convert to: "L" (grey) or "RGB"
+              ) -> Image.Image:
+    "Open the image file `path` in `mode`, 16-bit images scaled to 8 bits; errors and decompression-bomb warnings name the file."
+    try: return _naming_bombs(partial(_decode, mode=mode), path)
+    except FileNotFoundError: raise FileNotFoundError(f"image not found: {path}") from None
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"cannot read image {path}: {e} (raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file)") from e
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
+        raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
+
+
 # %% ../nbs/02_data.ipynb #a640b38f
 def _ext_set(exts): return {(e if e.startswith(".") else "." + e).lower() for e in exts}
+
+def _verify(path):
+    with Image.open(path) as image: image.verify()
 
 def check_images(paths:Sequence, # image files to check
                 ) -> None:
     "Raise a `ValueError` naming the files among `paths` that PIL cannot open or whose data is corrupt."
     bad = []
     for p in paths:
-        try:
-            with Image.open(p) as im: im.verify()
+        try: _naming_bombs(_verify, p)
         except Exception as e: bad.append(f"{p} ({type(e).__name__})")
     if bad: raise ValueError(f"{len(bad)} unreadable or corrupt image(s): {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
 
@@ -173,10 +340,15 @@ def class_folder_items(path:str|Path, # root folder; each leaf folder holding im
     root = Path(path)
     if not root.exists(): raise FileNotFoundError(f"no such folder: {root}")
     if not root.is_dir(): raise NotADirectoryError(f"{root} is not a folder (expected a folder of class folders)")
-    exts, rows, empty = _ext_set(exts), [], []
-    for folder, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        folder = Path(folder)
+    exts, rows, empty, repeated = _ext_set(exts), [], [], []
+    seen = {os.path.realpath(root)}  # the real paths of the folders listed so far
+    for folder, subdirs, files in os.walk(root, followlinks=True):  # a linked class folder is a class like any other
+        folder, kept = Path(folder), []
+        for name in sorted(d for d in subdirs if not d.startswith(".")):
+            real = os.path.realpath(folder / name)
+            if real in seen: repeated.append(f"{folder / name} (= {real})")  # a link back up (a cycle), or a second link
+            else: seen.add(real); kept.append(name)
+        subdirs[:] = kept
         images = sorted(f for f in files if not f.startswith(".") and Path(f).suffix.lower() in exts)
         if images and folder == root:
             raise ValueError(f"{len(images)} images lie directly in {root}: put each class in its own sub-folder")
@@ -186,6 +358,8 @@ def class_folder_items(path:str|Path, # root folder; each leaf folder holding im
         label = folder.relative_to(root).as_posix()
         parent = folder.parent.relative_to(root).as_posix() if folder != root else ""
         rows += [(str(folder / f), label, "" if parent == "." else parent) for f in images]
+    if repeated: warnings.warn(f"skipped {len(repeated)} folder(s) already listed under another path (a symlink cycle, "
+                               f"or two links to one folder): {', '.join(repeated[:5])}")
     if empty: warnings.warn(f"skipped {len(empty)} folder(s) without images: {', '.join(map(str, empty[:5]))}")
     if not rows:
         if not any(root.iterdir()): raise ValueError(f"{root} is empty")
@@ -193,6 +367,47 @@ def class_folder_items(path:str|Path, # root folder; each leaf folder holding im
     items = pd.DataFrame(rows, columns=["path", "label", "parent"])
     if verify: check_images(items["path"])
     return drop_small_classes(items, min_per_class, where=f"{root}: ")
+
+# %% ../nbs/02_data.ipynb #55ce06a1
+OMNIGLOT_SPLIT = dict(valid=("Balinese",), test=("Early_Aramaic", "Greek", "Korean"))  # of the bundled minimal sets
+
+def _names(groups) -> list:
+    return [o.strip() for o in groups.split(",") if o.strip()] if isinstance(groups, str) else [str(o) for o in groups]
+
+def split_by_group(items:pd.DataFrame, # items table with a `label` column and the `column` of groups
+                   valid:str|Sequence=(), # groups held out for validation (a list or comma-separated names)
+                   test:str|Sequence=(), # groups held out for the final test
+                   column:str="parent", # the column that names each item's group (`parent`: the alphabet)
+                  ) -> pd.DataFrame:
+    "`items` with a `split` column: rows of the `test` groups are `test`, of the `valid` groups `valid`, the others `train`."
+    if column not in items.columns: raise ValueError(f"items have no {column!r} column to split by (the columns: {', '.join(items.columns)})")
+    valid, test, groups = _names(valid), _names(test), items[column].astype(str)
+    missing = [o for o in valid + test if o not in set(groups)]
+    if missing: raise ValueError(f"no group {', '.join(map(repr, missing))} in column {column!r}; the groups are {', '.join(sorted(set(groups)))}")
+    if set(valid) & set(test): raise ValueError(f"group(s) {', '.join(sorted(set(valid) & set(test)))} cannot be both valid and test")
+    split = np.select([groups.isin(test), groups.isin(valid)], ["test", "valid"], "train")
+    if not (split == "train").any(): raise ValueError("every group is held out: nothing is left to train on")
+    shared = items.groupby("label")[column].nunique()
+    if (shared > 1).any(): raise ValueError(f"class {shared.index[shared > 1][0]!r} lies in several groups: a group split would share it")
+    return items.assign(split=split)
+
+# %% ../nbs/02_data.ipynb #7ad4ddeb
+DRAWER_PATTERN = r"_(\d+)\.\w+$"  # Omniglot: 0108_13.png was drawn by person 13
+
+def with_drawers(items:pd.DataFrame, # items table with a `path` column
+                 pattern:str=DRAWER_PATTERN, # a regular expression on the file name; its first group names the drawer
+                ) -> pd.DataFrame:
+    "`items` with a `drawer` column read from each file name by `pattern`: who drew the image (or which instance it is)."
+    import re
+    try: regex = re.compile(pattern)
+    except re.error as err: raise ValueError(f"the drawer pattern {pattern!r} is not a regular expression: {err}") from None
+    if regex.groups < 1: raise ValueError(f"the drawer pattern {pattern!r} needs a group, e.g. r'_(\\d+)\\.\\w+$'")
+    names = items["path"].map(lambda p: Path(p).name)
+    found = [regex.search(name) for name in names]
+    unmatched = [name for name, m in zip(names, found) if m is None]
+    if unmatched:
+        raise ValueError(f"{len(unmatched)} file name(s) do not name a drawer by the pattern {pattern!r}, e.g. {unmatched[0]!r}")
+    return items.assign(drawer=[m.group(1) for m in found])
 
 # %% ../nbs/02_data.ipynb #24112b81
 SPLIT_NAMES = ("train", "valid", "test", "query", "gallery")
@@ -256,8 +471,8 @@ def hdf5_items(h5_path:str|Path, # HDF5 file
     if not h5_path.is_file(): raise FileNotFoundError(f"no such HDF5 file: {h5_path}")
     stat = h5_path.stat()
     key = hashlib.sha1(f"{h5_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{images_key}|{labels_key}".encode()).hexdigest()[:10]
-    dest = Path(dest) if dest is not None else data_cache_dir() / "hdf5" / f"{h5_path.stem}-{key}"
-    if not dest.exists():
+    owned, dest = dest is None, Path(dest) if dest is not None else data_cache_dir() / "hdf5" / f"{h5_path.stem}-{key}"
+    if not _reuse_cache(dest, owned, "HDF5 images"):
         with h5py.File(h5_path, "r") as f:
             for k in (images_key, labels_key):
                 if k not in f: raise KeyError(f"{h5_path} has no dataset {k!r} (it has {sorted(f.keys())})")
@@ -268,7 +483,7 @@ def hdf5_items(h5_path:str|Path, # HDF5 file
                 raise ValueError(f"{h5_path}: {labels_key} must be 1-D with one label per image, got shape {labels.shape} for {len(images)} images")
             labels = pd.Series([o.decode() if isinstance(o, bytes) else o for o in labels.tolist()])
             check_labels(labels, where=f"{h5_path}:{labels_key}")
-            with atomic_dir(dest) as tmp:
+            with atomic_dir(dest, replace=dest.exists()) as tmp:
                 for start in range(0, len(labels), 1024):
                     for i, img in enumerate(images[start:start + 1024], start):
                         folder = tmp / str(labels[i]); folder.mkdir(exist_ok=True)
@@ -282,8 +497,8 @@ def _maybe_extract(root):
     if root.is_dir(): return root
     if not root.exists(): raise FileNotFoundError(f"no such folder or archive: {root}")
     dest = data_cache_dir() / "benchmarks" / root.name.split(".")[0]
-    if not dest.exists():
-        with atomic_dir(dest) as tmp:
+    if not _reuse_cache(dest, True, "extracted archive"):
+        with atomic_dir(dest, replace=dest.exists()) as tmp:
             try: shutil.unpack_archive(root, tmp, filter="data")
             except TypeError: shutil.unpack_archive(root, tmp)  # Python without extraction filters
             except shutil.ReadError as e: raise ValueError(f"{root} is not a folder or a readable archive") from e
@@ -515,11 +730,16 @@ PRESETS = {
                   max_lighting=0.2, mean=tuple(imagenet_stats[0]), std=tuple(imagenet_stats[1])),
 }
 
+AUGMENTATION = dict(flip=False, max_rotate=0., min_zoom=1., max_zoom=1., max_warp=0., p_affine=0.75, max_lighting=0.)  # fastai's aug_transforms
+
 def data_config(preset:str="photo", # "tiny_gray", "gray" or "photo"
-                **overrides, # fields to change, e.g. size=64, n_in=1
+                **overrides, # fields to change, e.g. size=64, n_in=1, or the augmentation: max_rotate=15, max_warp=0.2
                ) -> dict:
     "The preprocessing config of `preset`, with `overrides` (None values are ignored)."
     if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}: use one of {list(PRESETS)}")
+    known = {*PRESETS[preset], *AUGMENTATION, "min_scale"}
+    unknown = sorted(k for k, v in overrides.items() if v is not None and k not in known)
+    if unknown: raise ValueError(f"unknown preprocessing field(s) {', '.join(unknown)}: use {', '.join(sorted(known))}")
     config = {"preset": preset, **PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
     if config["n_in"] not in (1, 3): raise ValueError(f"n_in must be 1 (grayscale) or 3 (RGB), got {config['n_in']}")
     if config["n_in"] != len(config["mean"]):  # e.g. a grayscale photo preset: one channel's statistics
@@ -534,24 +754,28 @@ def dml_tfms(config:dict, # from `data_config`
     size = config["size"]
     item_tfms = [RandomResizedCrop(size, min_scale=config.get("min_scale", 0.35)) if config["resize"] == "random_crop"
                  else Resize(size, method=ResizeMethod.Squish)]
-    batch_tfms = []
-    if augment and (config["flip"] or config["max_rotate"] or config["max_zoom"] > 1 or config["max_lighting"]):
-        batch_tfms += aug_transforms(do_flip=config["flip"], max_rotate=config["max_rotate"], max_zoom=config["max_zoom"],
-                                     max_lighting=config["max_lighting"], p_lighting=0.75 if config["max_lighting"] else 0.,
-                                     max_warp=0.)
+    batch_tfms, aug = [], {**AUGMENTATION, **{k: config[k] for k in AUGMENTATION if k in config}}
+    if augment and (aug["flip"] or aug["max_rotate"] or aug["min_zoom"] < 1 or aug["max_zoom"] > 1 or aug["max_warp"] or aug["max_lighting"]):
+        batch_tfms += aug_transforms(do_flip=aug["flip"], max_rotate=aug["max_rotate"], min_zoom=aug["min_zoom"], max_zoom=aug["max_zoom"],
+                                     max_warp=aug["max_warp"], p_affine=aug["p_affine"], max_lighting=aug["max_lighting"],
+                                     p_lighting=0.75 if aug["max_lighting"] else 0.)
     batch_tfms.append(Normalize.from_stats(config["mean"], config["std"], cuda=False))
     return item_tfms, batch_tfms
 
-def preprocess_images(images:Sequence, # image paths, PIL images or uint8 arrays
+def _as_image(image, mode:str) -> Image.Image:
+    "A path, PIL image or array as a PIL image in `mode`, converted the way `open_image` converts a file."
+    if isinstance(image, (str, os.PathLike)): return open_image(image, mode)
+    if not isinstance(image, Image.Image): image = Image.fromarray(np.asarray(image))
+    return _to_8bit(image).convert(mode)
+
+def preprocess_images(images:Sequence, # image paths, PIL images or arrays (uint8, or 16-bit grey)
                       config:dict, # the config the model was trained with (`dls.dml_config`)
                      ) -> torch.Tensor:
     "The (n, n_in, size, size) float tensor the validation `DataLoader` of `config` gives for `images`."
     item_tfms, batch_tfms = dml_tfms(config, augment=False)
-    image_cls = PILImageBW if config["n_in"] == 1 else PILImage
-    mode = "L" if config["n_in"] == 1 else "RGB"
+    image_cls, mode = (PILImageBW, "L") if config["n_in"] == 1 else (PILImage, "RGB")
     per_item = Pipeline([*item_tfms, ToTensor()], split_idx=1)
-    # a PIL image or array is converted the way a file is opened: to the config's mode
-    tensors = [per_item(image_cls.create(np.asarray(o.convert(mode)) if isinstance(o, Image.Image) else o)) for o in images]
+    tensors = [per_item(image_cls.create(_as_image(o, mode))) for o in images]
     batch = type(tensors[0])(torch.stack(tensors))
     return Pipeline([IntToFloatTensor(), *batch_tfms], split_idx=1)(batch)
 
@@ -561,6 +785,13 @@ class _ValidIndexSplitter:
     def __init__(self, valid_idx): self.valid_idx = np.asarray(valid_idx)
     def __call__(self, items):
         return np.setdiff1d(np.arange(len(items)), self.valid_idx).tolist(), self.valid_idx.tolist()
+
+class _ImageReader(DisplayedTransform):
+    "A picklable fastai getter (like `ColReader`): the image at an items row's `path`, opened by `open_image` in `mode` and turned by its `rotation`, if any."
+    def __init__(self, mode:str): store_attr()
+    def __call__(self, row, **kwargs) -> Image.Image:
+        image, rotation = open_image(row["path"], self.mode), int(row.get("rotation", 0) or 0)
+        return image.rotate(rotation, expand=True) if rotation else image  # `rotated_classes`: multiples of 90, exact
 
 def _split_items(items, valid_pct, seed, disjoint):
     "`(train_idx, valid_idx)` of an items table: its `split` column, or a random split of classes (or samples)."
@@ -589,6 +820,7 @@ class DMLDataLoaders(DataLoaders):
                    preset:str="photo", # "tiny_gray", "gray" or "photo" (see `PRESETS`)
                    size:int|None=None, # image side in pixels; None means the preset's
                    n_in:int|None=None, # 1 (grayscale) or 3 (RGB); None means the preset's
+                   augmentation:dict|None=None, # training augmentation replacing the preset's fields (see `AUGMENTATION`), e.g. dict(max_rotate=15, max_warp=0.2)
                    bs:int=64, # batch size
                    m_per_class:int|None=None, # draw training batches with `MPerClassSampler` (m images per class)
                    disjoint:bool=True, # class-disjoint train/valid split (the DML protocol)
@@ -606,7 +838,7 @@ class DMLDataLoaders(DataLoaders):
         if items.empty: raise ValueError("items is empty")
         items = items.reset_index(drop=True)
         check_labels(items["label"], where="items")
-        config = data_config(preset, size=size, n_in=n_in)
+        config = data_config(preset, size=size, n_in=n_in, **(augmentation or {}))
         config.update(source=source_name, custom_item_tfms=item_tfms is not None, custom_batch_tfms=batch_tfms is not None)
         train_idx, valid_idx = _split_items(items, valid_pct, seed, disjoint)
         if len(train_idx) < bs: raise ValueError(f"batch size bs={bs} is larger than the {len(train_idx)} training images: lower bs")
@@ -615,7 +847,7 @@ class DMLDataLoaders(DataLoaders):
         vocab = train_classes + sorted(set(labels[valid_idx].tolist()) - set(train_classes), key=lambda o: (str(type(o)), o))
         default_item_tfms, default_batch_tfms = dml_tfms(config)
         block = DataBlock(blocks=(ImageBlock(PILImageBW if config["n_in"] == 1 else PILImage), CategoryBlock(vocab=vocab, sort=False)),
-                          get_x=ColReader("path"), get_y=ColReader("label"), splitter=_ValidIndexSplitter(valid_idx),
+                          get_x=_ImageReader("L" if config["n_in"] == 1 else "RGB"), get_y=ColReader("label"), splitter=_ValidIndexSplitter(valid_idx),
                           item_tfms=default_item_tfms if item_tfms is None else item_tfms,
                           batch_tfms=default_batch_tfms if batch_tfms is None else batch_tfms)
         dls = block.dataloaders(items, bs=bs, num_workers=num_workers, device=device, path=path, **kwargs)
@@ -645,7 +877,7 @@ class DMLDataLoaders(DataLoaders):
         return cls.from_folder(digits_folder(dest), preset=preset, source_name="digits", **kwargs)
 
     @classmethod
-    def from_omniglot(cls, source:str|Path|Sequence|None=None, # None (download), a zip, zips, or a folder of zips
+    def from_omniglot(cls, source:str|Path|Sequence|None=None, # a zip, zips, or a folder of zips; None: the bundled minimal sets
                       dest:str|Path|None=None, # where the images are extracted (see `omniglot_folder`)
                       preset:str="gray", # preprocessing preset
                       **kwargs, # passed to `from_items`
@@ -684,3 +916,19 @@ class DMLDataLoaders(DataLoaders):
         sampler = MPerClassSampler([class_ids[o] for o in train_labels], m, batch_size=bs, seed=seed)
         self.loaders[0] = with_batch_sampler(self.train, sampler)
         self.dml_config["m_per_class"] = m
+
+# %% ../nbs/02_data.ipynb #5ce7870c
+def rotated_classes(items:pd.DataFrame, # items table with `path` and `label` (and `split`: only `train` rows are rotated)
+                    angles:Sequence[int]=(90, 180, 270), # rotations, counter-clockwise, in multiples of 90 degrees
+                   ) -> pd.DataFrame:
+    "`items` with a `rotation` column, plus one new class per training class and angle: `label@90` holds its images turned by 90 degrees."
+    angles = [int(a) for a in angles]
+    bad = [a for a in angles if a % 90 or not 0 < a % 360]
+    if bad: raise ValueError(f"rotation angles must be multiples of 90 other than 0 (mod 360), got {bad}")
+    if len(set(a % 360 for a in angles)) != len(angles): raise ValueError(f"rotation angles repeat (mod 360): {angles}")
+    if "rotation" in items.columns and (items["rotation"] != 0).any(): raise ValueError("items already hold rotated classes")
+    items = items.assign(rotation=0)
+    train = items[items["split"] == "train"] if "split" in items.columns else items
+    if train.empty: raise ValueError("no training rows to rotate")
+    copies = [train.assign(rotation=a % 360, label=train["label"].astype(str) + f"@{a % 360}") for a in angles]
+    return pd.concat([items, *copies], ignore_index=True)

@@ -15,12 +15,13 @@ from .metrics import _majority_vote
 from .inference import atomic_write_bytes, _json_bytes
 
 # %% auto #0
-__all__ = ['INDEX_FORMAT_VERSION', 'METRICS', 'KINDS', 'INDEX_FILE', 'VECTORS_FILE', 'LABELS_FILE', 'EmbeddingIndex',
-           'calibrate_threshold']
+__all__ = ['INDEX_FORMAT_VERSION', 'METRICS', 'KINDS', 'ON_DUPLICATE', 'INDEX_FILE', 'VECTORS_FILE', 'LABELS_FILE',
+           'EmbeddingIndex', 'file_sha256', 'content_hashes', 'calibrate_threshold']
 
 # %% ../nbs/12_index.ipynb #311be0e3
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2  # 2: labels.npz also holds each image's content hash
 METRICS, KINDS = ("cosine", "ip", "l2"), ("flat", "ivf", "hnsw")
+ON_DUPLICATE = ("error", "skip", "keep")  # what `add` does with an image already stored
 
 def _as_float_array(x, name:str) -> np.ndarray:
     "`x` (tensor or array) as a C-contiguous float32 (n, d) numpy array, checked."
@@ -63,7 +64,8 @@ class EmbeddingIndex:
         if nlist is not None and (not isinstance(nlist, (int, np.integer)) or nlist < 1): raise ValueError(f"nlist must be a positive integer or None, got {nlist!r}")
         self.dim, self.metric, self.kind, self.nlist, self.fingerprint = int(dim), metric, kind, nlist, fingerprint
         self.hnsw_m, self.meta = hnsw_m, {}
-        self.labels, self.paths = np.zeros(0, np.int64), []
+        self.labels, self.paths, self.hashes = np.zeros(0, np.int64), [], []  # hashes: sha256 of each path's file, "" if none
+        self.skipped = np.zeros(0, np.int64)  # positions, in the last `add`'s input, of the duplicates it skipped
         self._sums, self._counts = {}, {}  # per-class sum and count of the stored vectors (the prototypes)
         self.index = None if kind == "ivf" else self._new_index()
         self.nprobe, self.ef_search = nprobe, ef_search
@@ -123,6 +125,35 @@ class EmbeddingIndex:
                 f"classes={len(self._counts)}, fingerprint={self.fingerprint!r})")
 
 # %% ../nbs/12_index.ipynb #9fdf159b
+def file_sha256(path:str|Path, # a file
+                chunk_size:int=1 << 20, # bytes read at a time
+               ) -> str:
+    "The sha256 hex digest of a file's bytes: the same for every copy of the file, whatever its name."
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""): digest.update(chunk)
+    return digest.hexdigest()
+
+def content_hashes(paths:list) -> list[str]: # image paths (or any strings)
+    "`file_sha256` of each path that is a file; \"\" for the others (strings that are not files are compared by path only)."
+    return [file_sha256(p) if p and Path(p).is_file() else "" for p in map(str, paths)]
+
+@patch
+def find_duplicates(self:EmbeddingIndex,
+                    paths:list, # (n,) paths of images about to be added
+                    hashes:list|None=None, # (n,) their `content_hashes`; None computes them
+                   ) -> np.ndarray:
+    "(n,) bool: which `paths` are already stored (the same path, or a file with the same bytes), or repeat an earlier one of `paths`."
+    paths = [str(p) for p in paths]
+    hashes = content_hashes(paths) if hashes is None else [str(h) for h in hashes]
+    if len(hashes) != len(paths): raise ValueError(f"got {len(paths)} paths but {len(hashes)} hashes")
+    seen_paths, seen_hashes = set(self.paths) - {""}, set(self.hashes) - {""}
+    duplicate = np.zeros(len(paths), dtype=bool)
+    for i, (path, digest) in enumerate(zip(paths, hashes)):
+        duplicate[i] = (path != "" and path in seen_paths) or (digest != "" and digest in seen_hashes)
+        seen_paths.add(path); seen_hashes.add(digest)
+    return duplicate
+
 @patch
 def train(self:EmbeddingIndex, embeddings:np.ndarray|torch.Tensor) -> EmbeddingIndex: # (n, dim) representative sample
     "Train an ivf index's coarse quantizer (k-means) on `embeddings`; `add` does it with the first batch when needed."
@@ -142,15 +173,31 @@ def add(self:EmbeddingIndex,
         embeddings:np.ndarray|torch.Tensor, # (n, dim) embeddings
         labels:np.ndarray|torch.Tensor|list, # (n,) integer class ids
         paths:list|None=None, # (n,) optional image paths (or any strings), kept with the vectors
+        on_duplicate:str="error", # paths already stored (same path or same file bytes) or repeated: "error", "skip" them, or "keep" them
+        hashes:list|None=None, # (n,) `content_hashes(paths)` if already computed; None computes them
        ) -> EmbeddingIndex:
-    "Append embeddings with their labels (new classes need no retraining of the model, nor of a flat or hnsw index)."
+    "Append embeddings with their labels (new classes need no retraining); an image already stored is refused, skipped or kept."
+    if on_duplicate not in ON_DUPLICATE: raise ValueError(f"on_duplicate must be one of {list(ON_DUPLICATE)}, got {on_duplicate!r}")
     x = self._prepare(embeddings, "embeddings")
     labels = _as_label_array(labels, len(x))
     paths = [""] * len(x) if paths is None else [str(p) for p in paths]
     if len(paths) != len(x): raise ValueError(f"got {len(x)} embeddings but {len(paths)} paths")
+    hashes = content_hashes(paths) if hashes is None else [str(h) for h in hashes]
+    if len(hashes) != len(x): raise ValueError(f"got {len(x)} embeddings but {len(hashes)} hashes")
+    self.skipped = np.zeros(0, np.int64)
+    duplicate = self.find_duplicates(paths, hashes) if on_duplicate != "keep" else np.zeros(len(x), dtype=bool)
+    if duplicate.any():
+        if on_duplicate == "error":
+            raise ValueError(f"{duplicate.sum()} of the {len(x)} images are already in the index or repeated (the same path or the same file "
+                             f"bytes), e.g. {[paths[i] for i in np.flatnonzero(duplicate)[:3]]}: pass on_duplicate='skip' to leave them out, "
+                             "or 'keep' to store them again")
+        self.skipped, keep = np.flatnonzero(duplicate), ~duplicate
+        x, labels = x[keep], labels[keep]
+        paths, hashes = [p for p, k in zip(paths, keep) if k], [h for h, k in zip(hashes, keep) if k]
+        if len(x) == 0: return self
     if self.kind == "ivf" and self.index is None: self.train(x)
     self.index.add(x)
-    self.labels, self.paths = np.concatenate([self.labels, labels]), self.paths + paths
+    self.labels, self.paths, self.hashes = np.concatenate([self.labels, labels]), self.paths + paths, self.hashes + hashes
     # running class sums and counts: the prototypes stay current as vectors arrive
     order = np.argsort(labels, kind="stable")
     classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
@@ -290,6 +337,8 @@ def calibrate_threshold(embeddings:np.ndarray|torch.Tensor, # (n, d) validation 
 
 # %% ../nbs/12_index.ipynb #15f0b824
 INDEX_FILE, VECTORS_FILE, LABELS_FILE = "index.json", "index.faiss", "labels.npz"
+_READABLE_INDEX_VERSIONS = (1, INDEX_FORMAT_VERSION)  # 1: no content hashes
+_INDEX_KEYS = ("dim", "metric", "kind", "count", "fingerprint", "nlist", "nprobe", "hnsw_m", "ef_search", "sha256")
 
 def _sha256(data:bytes) -> str: return hashlib.sha256(data).hexdigest()
 
@@ -301,7 +350,7 @@ def save(self:EmbeddingIndex, index_dir:str|Path) -> Path: # the folder to write
     vectors = faiss.serialize_index(self.index).tobytes() if self.index is not None else b""
     buffer = io.BytesIO()
     classes = self.classes
-    np.savez(buffer, labels=self.labels, paths=np.array(self.paths, dtype=str), classes=classes,
+    np.savez(buffer, labels=self.labels, paths=np.array(self.paths, dtype=str), hashes=np.array(self.hashes, dtype=str), classes=classes,
              sums=np.stack([self._sums[int(c)] for c in classes]) if len(classes) else np.zeros((0, self.dim)),
              counts=np.array([self._counts[int(c)] for c in classes], dtype=np.int64))
     labels = buffer.getvalue()
@@ -328,11 +377,18 @@ def load(cls:EmbeddingIndex,
         if not (index_dir / name).is_file(): raise FileNotFoundError(f"{index_dir} is not a complete index folder: {name} is missing")
     try: info = json.loads((index_dir / INDEX_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{index_dir / INDEX_FILE} is not valid JSON: {e}") from e
-    if not isinstance(info, dict) or info.get("format_version") != INDEX_FORMAT_VERSION:
-        version = info.get("format_version") if isinstance(info, dict) else None
-        raise ValueError(f"{index_dir / INDEX_FILE} has format_version {version!r}, but this dml_nb ({__version__}) reads format_version {INDEX_FORMAT_VERSION}")
+    version = info.get("format_version") if isinstance(info, dict) else None
+    if type(version) is not int or version not in _READABLE_INDEX_VERSIONS:
+        raise ValueError(f"{index_dir / INDEX_FILE} has format_version {version!r}, but this dml_nb ({__version__}) reads format_version "
+                         f"{' or '.join(map(str, _READABLE_INDEX_VERSIONS))}")
+    missing = [k for k in _INDEX_KEYS if k not in info]
+    if missing: raise ValueError(f"{index_dir / INDEX_FILE} lacks the fields {missing}: it was not written by EmbeddingIndex.save, or was edited")
+    if not isinstance(info["sha256"], dict): raise ValueError(f"{index_dir / INDEX_FILE}: sha256 must map file names to checksums, got {info['sha256']!r:.60}")
     vectors, labels = (index_dir / VECTORS_FILE).read_bytes(), (index_dir / LABELS_FILE).read_bytes()
     for name, data in ((VECTORS_FILE, vectors), (LABELS_FILE, labels)):
+        if name not in info["sha256"]:
+            raise ValueError(f"{index_dir / INDEX_FILE} has no checksum for {name} (its sha256 entry lacks {name!r}), so {name} cannot be "
+                             "verified: the index folder is damaged or was edited; save the index again")
         if _sha256(data) != info["sha256"][name]:
             raise ValueError(f"{index_dir / name} does not match the checksum in {INDEX_FILE}: the folder mixes two saves or the file is damaged")
     if expected_dim is not None and info["dim"] != expected_dim:
@@ -345,12 +401,18 @@ def load(cls:EmbeddingIndex,
     index = cls(info["dim"], metric=info["metric"], kind=info["kind"], nlist=info["nlist"], nprobe=info["nprobe"],
                 hnsw_m=info["hnsw_m"], ef_search=info["ef_search"], fingerprint=info["fingerprint"])
     if vectors: index.index = faiss.deserialize_index(np.frombuffer(vectors, dtype=np.uint8))
+    if index.kind == "hnsw" and index.index is not None:  # faiss does not save the generator that draws each new node's level:
+        for _ in range(index.index.ntotal): index.index.hnsw.random_level()  # replay one draw per stored vector, as add made them
     with np.load(io.BytesIO(labels), allow_pickle=False) as arrays:
+        needed = ["labels", "paths", "classes", "sums", "counts"] + (["hashes"] if version >= 2 else [])
+        if set(needed) - set(arrays.files): raise ValueError(f"{index_dir / LABELS_FILE} lacks the arrays {sorted(set(needed) - set(arrays.files))}")
         index.labels, index.paths = arrays["labels"].astype(np.int64), arrays["paths"].tolist()
+        index.hashes = arrays["hashes"].tolist() if version >= 2 else [""] * len(index.paths)  # version 1 kept no content hashes
         index._sums = {int(c): s for c, s in zip(arrays["classes"], arrays["sums"])}
         index._counts = {int(c): int(n) for c, n in zip(arrays["classes"], arrays["counts"])}
     stored = index.index.ntotal if index.index is not None else 0
-    if not (stored == len(index.labels) == len(index.paths) == info["count"]) or (index.index is not None and index.index.d != info["dim"]):
-        raise ValueError(f"{index_dir} is inconsistent: {stored} vectors, {len(index.labels)} labels, {len(index.paths)} paths, count {info['count']}")
+    if not (stored == len(index.labels) == len(index.paths) == len(index.hashes) == info["count"]) or (index.index is not None and index.index.d != info["dim"]):
+        raise ValueError(f"{index_dir} is inconsistent: {stored} vectors, {len(index.labels)} labels, {len(index.paths)} paths, "
+                         f"{len(index.hashes)} hashes, count {info['count']}")
     index.nprobe, index.ef_search, index.meta = info["nprobe"], info["ef_search"], info.get("meta", {})
     return index

@@ -85,6 +85,8 @@ def atomic_torch_save(obj, # anything `torch.save` accepts (a state_dict, a chec
     return Path(path)
 
 # %% ../nbs/11_inference.ipynb #550e7ce1
+_PREPROCESSING_KEYS = ("n_in", "size", "resize", "mean", "std")  # the data_config fields that decide what the model sees
+
 def _unwrap_model(model):
     "The part of `model` that is saved: a `Learner`'s model, a `MetricModel`'s embedder (without its loss), else `model`."
     if isinstance(model, Learner): model = model.model
@@ -96,10 +98,24 @@ def _fingerprint_config(model) -> dict:
     "The model's config without its `pretrained` entry (how the weights were initialised is not part of the model)."
     return {k: v for k, v in (getattr(model, "config", None) or {}).items() if k != "pretrained"}
 
+def _with_preprocessing(weights_fingerprint:str, # `model_fingerprint` of the model alone
+                        data_config:dict, # its preprocessing config
+                        length:int=16, # hex digits kept
+                       ) -> str:
+    "The fingerprint of a model (named by its weights fingerprint) together with the preprocessing fields of `data_config`."
+    preprocessing = {k: data_config.get(k) for k in _PREPROCESSING_KEYS}  # tuples and lists, numpy and Python numbers: the same JSON
+    text = json.dumps({"model": weights_fingerprint, "preprocessing": preprocessing}, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
 def model_fingerprint(model:nn.Module, # an embedder (from `create_embedder`), a `MetricModel` or a `Learner`
                       length:int=16, # hex digits kept of the sha256 digest
+                      data_config:dict|None=None, # its preprocessing (a `dml_config` or the `DMLDataLoaders`); None: a Learner's own, else none
                      ) -> str:
-    "A short sha256 hex digest of the model's config and of its state_dict's tensors (float32, sorted by name)."
+    "A short sha256 hex digest of the model's config and state_dict tensors (float32, sorted by name), and of its preprocessing if given."
+    if data_config is None and isinstance(model, Learner): data_config = getattr(model.dls, "dml_config", None)
+    if hasattr(data_config, "dml_config"): data_config = data_config.dml_config
+    if data_config is not None and not isinstance(data_config, dict):
+        raise TypeError(f"data_config must be a dict (the DataLoaders' dml_config), got {type(data_config).__name__}")
     model = _unwrap_model(model)
     digest = hashlib.sha256(json.dumps(_fingerprint_config(model), sort_keys=True, default=_json_default).encode())
     for name, tensor in sorted(model.state_dict().items()):
@@ -107,13 +123,13 @@ def model_fingerprint(model:nn.Module, # an embedder (from `create_embedder`), a
         if tensor.is_floating_point(): tensor = tensor.float()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.contiguous().numpy().tobytes())
-    return digest.hexdigest()[:length]
+    if data_config is None: return digest.hexdigest()[:length]
+    return _with_preprocessing(digest.hexdigest()[:16], data_config, length)
 
 # %% ../nbs/11_inference.ipynb #f503ce21
-RUN_FORMAT_VERSION = 1
+RUN_FORMAT_VERSION = 2  # 2: the fingerprint covers the preprocessing, and weights_fingerprint the weights alone
 WEIGHTS_FILE, RUN_FILE = "weights.pth", "run.json"
-_RUN_KEYS = ("format_version", "dml_nb_version", "model_config", "data_config", "fingerprint")
-_PREPROCESSING_KEYS = ("n_in", "size", "resize", "mean", "std")
+_RUN_KEYS = ("format_version", "dml_nb_version", "model_config", "data_config", "fingerprint", "weights_fingerprint")
 
 def _check_data_config(data_config, model_config:dict) -> dict:
     "`data_config` (or a `DMLDataLoaders`' `dml_config`) as a dict, checked against the model's config."
@@ -141,8 +157,9 @@ def save_run(run_dir:str|Path, # the run folder (created if needed; other files 
     if clash: raise ValueError(f"extra must not set run.json's own fields {clash}")
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir(): raise NotADirectoryError(f"{run_dir} exists and is not a folder")
-    info = {"format_version": RUN_FORMAT_VERSION, "dml_nb_version": __version__, "model_config": config,
-            "data_config": data_config, "fingerprint": model_fingerprint(model), **extra}
+    weights_fingerprint = model_fingerprint(model)
+    info = {"format_version": RUN_FORMAT_VERSION, "dml_nb_version": __version__, "model_config": config, "data_config": data_config,
+            "fingerprint": _with_preprocessing(weights_fingerprint, data_config), "weights_fingerprint": weights_fingerprint, **extra}
     run_json = _json_bytes(info)  # fails here, before anything is written, if a field is not JSON
     state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save(state, run_dir / WEIGHTS_FILE)
@@ -150,9 +167,11 @@ def save_run(run_dir:str|Path, # the run folder (created if needed; other files 
     return run_dir
 
 # %% ../nbs/11_inference.ipynb #ec1e386d
+_READABLE_RUN_VERSIONS = (1, RUN_FORMAT_VERSION)  # 1: the fingerprint covered the model alone, there was no weights_fingerprint
+
 def read_run(run_dir:str|Path, # a run folder written by `save_run`
             ) -> dict:
-    "The checked content of `run_dir/run.json` (its format version must be `RUN_FORMAT_VERSION`)."
+    "The checked content of `run_dir/run.json`: a readable format version, all fields, a `data_config` that matches the fingerprint."
     run_dir = Path(run_dir)
     if not run_dir.exists(): raise FileNotFoundError(f"run folder not found: {run_dir}")
     if not run_dir.is_dir(): raise NotADirectoryError(f"{run_dir} is not a run folder (a run folder holds {RUN_FILE} and {WEIGHTS_FILE})")
@@ -162,11 +181,16 @@ def read_run(run_dir:str|Path, # a run folder written by `save_run`
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{run_dir / RUN_FILE} is not valid JSON: {e}") from e
     if not isinstance(info, dict): raise ValueError(f"{run_dir / RUN_FILE} must hold a JSON object, got {type(info).__name__}")
     version = info.get("format_version")
-    if version != RUN_FORMAT_VERSION:
+    if type(version) is not int or version not in _READABLE_RUN_VERSIONS:
         raise ValueError(f"{run_dir / RUN_FILE} has format_version {version!r}, but this dml_nb ({__version__}) reads format_version "
-                         f"{RUN_FORMAT_VERSION}: use the dml_nb version that wrote it (dml_nb_version {info.get('dml_nb_version')!r})")
-    missing = [k for k in _RUN_KEYS if k not in info]
+                         f"{' or '.join(map(str, _READABLE_RUN_VERSIONS))}: use the dml_nb version that wrote it (dml_nb_version {info.get('dml_nb_version')!r})")
+    missing = [k for k in _RUN_KEYS if k not in info and not (version == 1 and k == "weights_fingerprint")]
     if missing: raise ValueError(f"{run_dir / RUN_FILE} lacks the fields {missing}")
+    if not isinstance(info["data_config"], dict): raise ValueError(f"{run_dir / RUN_FILE}: data_config must be a JSON object, got {type(info['data_config']).__name__}")
+    if version >= 2 and _with_preprocessing(info["weights_fingerprint"], info["data_config"]) != info["fingerprint"]:
+        raise ValueError(f"{run_dir / RUN_FILE}: data_config does not match the run's fingerprint {info['fingerprint']}, which covers the model "
+                         f"and its preprocessing ({', '.join(_PREPROCESSING_KEYS)}): was data_config edited after save_run? "
+                         "Restore it, or save the run again with the preprocessing you want")
     return info
 
 # %% ../nbs/11_inference.ipynb #d03ef789
@@ -181,28 +205,67 @@ def image_files(folder:str|Path, # a folder, searched recursively
              and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     return sorted(files)
 
+def _array_to_pil(image, # an image as a numpy array or torch tensor, channels last
+                  mode:str, # "L" or "RGB": the model's
+                 ) -> Image.Image:
+    "An H x W or H x W x C (C = 1, 3, 4) array of uint8 0-255, uint16 0-65535 or float 0-1 values, as an 8-bit PIL image in `mode`."
+    if torch.is_tensor(image): image = image.detach().cpu().float().numpy() if image.is_floating_point() else image.detach().cpu().numpy()
+    array = np.asarray(image)
+    shape = array.shape
+    if array.ndim == 3 and shape[2] == 1: array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and shape[2] not in (3, 4)):
+        raise ValueError(f"an image array must be H x W, or H x W x C with C = 1, 3 or 4 channels last, got shape {shape} "
+                         "(permute a channels-first image; pass several images as a list or an N x H x W x C array)")
+    if array.size == 0: raise ValueError(f"an image array must not be empty, got shape {shape}")
+    kind, size = array.dtype.kind, array.dtype.itemsize
+    if kind == "f":
+        if not np.isfinite(array).all(): raise ValueError("a float image must have values in [0, 1], got NaN or infinite values")
+        if array.min() < 0 or array.max() > 1:
+            raise ValueError(f"a float image must have values in [0, 1], got values in [{array.min():g}, {array.max():g}]: "
+                             "divide 0-255 images by 255, or pass them as uint8")
+        array = np.round(array.astype(np.float64) * 255)
+    elif kind == "u" and size == 2: array = np.round(array / 257.)  # 16 bits to 8: 65535 / 255 = 257
+    elif not (kind == "u" and size == 1):
+        raise ValueError(f"an image array must be uint8 (0-255), uint16 (0-65535) or float in [0, 1], got {array.dtype}")
+    return Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).convert(mode)
+
+def _pil_in_mode(image:Image.Image, mode:str) -> Image.Image:
+    "A PIL image converted to `mode` (RGB to L by luminance); 16-bit and float images are scaled as arrays are, not clipped."
+    if image.mode.startswith("I;16") or image.mode == "F": return _array_to_pil(np.asarray(image), mode)
+    return image.convert(mode)
+
 def _open_image(path, mode:str) -> Image.Image:
     "Open the image file `path` in `mode`, with an error that names the file."
     try:
         with Image.open(path) as image:
             image.load()
-            return image.convert(mode)
+            return _pil_in_mode(image, mode)
     except FileNotFoundError: raise FileNotFoundError(f"image not found: {path}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
+
+def _to_image(item, mode:str) -> Image.Image:
+    "One item to embed (an image path, a PIL image, or an image array or tensor) as a PIL image in `mode`."
+    if isinstance(item, (str, Path)): return _open_image(item, mode)
+    if isinstance(item, Image.Image): return _pil_in_mode(item, mode)
+    if isinstance(item, np.ndarray) or torch.is_tensor(item): return _array_to_pil(item, mode)
+    raise TypeError(f"cannot embed a {type(item).__name__}: pass image paths, PIL images, or image arrays or tensors (H x W x C)")
 
 def _batches_of(items, bs:int, n_in:int) -> list:
     "Split `items` into chunks of at most `bs`: tensor slices of a preprocessed batch, or lists of images."
     if not isinstance(bs, int) or bs < 1: raise ValueError(f"bs must be a positive integer, got {bs!r}")
     if torch.is_tensor(items):
         if items.ndim != 4 or items.shape[1] != n_in or not items.is_floating_point():
-            raise ValueError(f"a tensor must be a preprocessed float batch of shape (n, {n_in}, H, W), got {tuple(items.shape)} {items.dtype}")
+            raise ValueError(f"a tensor must be a preprocessed float batch of shape (n, {n_in}, H, W), got {tuple(items.shape)} {items.dtype} "
+                             "(pass image tensors, H x W x C, in a list)")
         chunks = list(items.split(bs))
     else:
         if isinstance(items, (str, Path)):
             items = image_files(items) if Path(items).is_dir() else [items]
         elif isinstance(items, Image.Image): items = [items]
-        elif isinstance(items, np.ndarray): raise TypeError("pass a list of images (paths, PIL images or uint8 arrays) or a preprocessed tensor, not a bare numpy array")
+        elif isinstance(items, np.ndarray):
+            if items.ndim not in (2, 3, 4): raise ValueError(f"a numpy array must be one image (H x W or H x W x C) or a batch (N x H x W x C), got shape {items.shape}")
+            items = list(items) if items.ndim == 4 else [items]
         items = list(items)
         chunks = [items[i:i + bs] for i in range(0, len(items), bs)]
     if not chunks or len(chunks[0]) == 0: raise ValueError("nothing to embed: items is empty")
@@ -222,12 +285,12 @@ class RunEmbedder:
         self.embed_dim = int(model.embed_dim)
 
     def preprocess(self, images:Sequence) -> torch.Tensor:
-        "The model's input tensor for `images` (paths, PIL images or uint8 arrays), as the validation DataLoader makes it."
+        "The model's input tensor for `images` (paths, PIL images, image arrays or tensors), as the validation DataLoader makes it."
         mode = "L" if self.data_config["n_in"] == 1 else "RGB"
-        return preprocess_images([_open_image(o, mode) if isinstance(o, (str, Path)) else o for o in images], self.data_config)
+        return preprocess_images([_to_image(o, mode) for o in images], self.data_config)
 
     def embed(self,
-              items, # image paths, PIL images, uint8 arrays, a folder, or an (n, C, H, W) float tensor already preprocessed
+              items, # images (paths, PIL images, arrays or tensors H x W x C), a list of them, a folder, an N x H x W x C array, or an (n, C, H, W) float tensor already preprocessed
               bs:int=64, # images per batch (bounds the memory used)
               progress:bool=False, # show a progress bar
               normalize:bool=True, # L2-normalise the embeddings
@@ -261,9 +324,9 @@ def load_embedder(run_dir:str|Path, # a run folder written by `save_run`
     try: model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:
         raise ValueError(f"{run_dir / WEIGHTS_FILE} does not fit the model described in {RUN_FILE}: {str(e)[:300]}") from e
-    found = model_fingerprint(model)
-    if found != info["fingerprint"]:
-        raise ValueError(f"{run_dir / WEIGHTS_FILE} has fingerprint {found} but {RUN_FILE} records {info['fingerprint']}: "
+    found, recorded = model_fingerprint(model), info.get("weights_fingerprint", info["fingerprint"])  # format 1: the model alone
+    if found != recorded:
+        raise ValueError(f"{run_dir / WEIGHTS_FILE} has fingerprint {found} but {RUN_FILE} records {recorded}: "
                          "the folder mixes two saves (was it partly overwritten?); save the run again")
     if info["data_config"].get("custom_item_tfms") or info["data_config"].get("custom_batch_tfms"):
         warnings.warn(f"{run_dir} was trained with custom item_tfms/batch_tfms, which run.json cannot record: embed() applies "

@@ -99,6 +99,10 @@ def _angles(cosine:torch.Tensor) -> torch.Tensor:
     "arccos with a finite gradient at cos = +-1."
     return torch.acos(cosine.clamp(-1 + 1e-7, 1 - 1e-7))
 
+def _update_buffer(buffer:torch.Tensor, value:torch.Tensor):
+    "Copy `value` into the running `buffer`, unless it is NaN or infinite (then the buffer keeps its value)."
+    buffer.copy_(torch.where(torch.isfinite(value), value, buffer))  # no host sync, unlike an `if`
+
 def combined_margin_target(cos_target:torch.Tensor, # cos(theta_y) per sample
                            m1:float|torch.Tensor=1.0, # multiplicative angular margin
                            m2:float|torch.Tensor=0.0, # additive angular margin (radians)
@@ -255,8 +259,8 @@ class CurricularFaceLoss(CombinedMarginLoss):
 
     def adjust_logits(self, logits, cosine, target_mask, embeddings, labels):
         cos_target = cosine[torch.arange(len(labels), device=labels.device), labels]
-        if self.training:
-            with torch.no_grad(): self.t.mul_(self.t_momentum).add_((1 - self.t_momentum) * cos_target.mean())
+        if self.training and len(labels):  # an empty batch has no mean: t keeps its value
+            with torch.no_grad(): _update_buffer(self.t, self.t * self.t_momentum + (1 - self.t_momentum) * cos_target.mean())
         cos_theta_m = torch.cos(_angles(cos_target) + self.m2).unsqueeze(1)  # the hardness threshold, before ArcFace's fallback
         hard = (cosine > cos_theta_m) & (target_mask == 0)
         return torch.where(hard, cosine * (self.t + cosine), logits)
@@ -311,11 +315,11 @@ class AdaCosLoss(LargeMarginSoftmaxLoss):
     def modify_target(self, cos_target, embeddings, labels): return cos_target
 
     def adjust_logits(self, logits, cosine, target_mask, embeddings, labels):
-        if self.training and self.dynamic:
+        if self.training and self.dynamic and len(labels):  # an empty batch has no median angle: s keeps its value
             with torch.no_grad():
                 b_avg = (torch.exp(self.s * cosine) * (1 - target_mask)).sum() / len(labels)
                 theta_med = torch.median(_angles(cosine[target_mask.bool()]))
-                self.s.copy_(torch.log(b_avg) / torch.cos(torch.clamp(theta_med, max=math.pi / 4)))
+                _update_buffer(self.s, torch.log(b_avg) / torch.cos(torch.clamp(theta_med, max=math.pi / 4)))
         return logits
 
     def scale_logits(self, logits, embeddings): return logits * self.s

@@ -100,7 +100,10 @@ class BatchEasyHardMiner(BaseMiner):
         if threshold is not None: valid &= mat < threshold[:, None] if largest else mat > threshold[:, None]
         if val_range is not None: valid &= (mat >= val_range[0]) & (mat <= val_range[1])
         finfo = torch.finfo(mat.dtype)
-        masked = mat.masked_fill(~valid, finfo.min if largest else finfo.max)
+        fill = finfo.min if largest else finfo.max
+        if mat.shape[1] == 0:  # no reference sample at all: every row is without a candidate (max() would raise)
+            return mat.new_full((len(mat),), fill), torch.zeros(len(mat), dtype=torch.long, device=mat.device), valid.any(1)
+        masked = mat.masked_fill(~valid, fill)
         values, columns = masked.max(1) if largest else masked.min(1)
         return values, columns, valid.any(1)
 

@@ -95,13 +95,13 @@ def test_train_writes_a_complete_run_folder(trained):
     assert [p.name for p in run_dir.parent.iterdir()] == ["first"]  # no temporary folder left next to it
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("precision_at_1", "r_precision", "mean_average_precision_at_r", "recall_at_1", "recall_at_8", "NMI", "AMI"):
-        assert 0 <= metrics["before"][key] <= 1 and 0 <= metrics["after"][key] <= 1, key
+        for row in ("raw_pixels", "untrained", "trained"): assert 0 <= metrics[row][key] <= 1, (row, key)
     assert metrics["n_images"] == 60 and len(metrics["classes"]) == 3
     history = (run_dir / "history.csv").read_text().splitlines()
     assert history[0].split(",")[:3] == ["epoch", "train_loss", "valid_loss"] and len(history) == 2  # one epoch
     for picture in ("umap.png", "retrieval.png"):
         with Image.open(run_dir / picture) as image: assert min(image.size) > 200
-    for text in ("unseen", "before", "after", "MAP@R", "R-precision", "P@1", "recall@4", "NMI", "AMI", "run folder"):
+    for text in ("unseen", "raw pixels", "untrained", "trained", "MAP@R", "R-precision", "P@1", "recall@4", "NMI", "AMI", "run folder"):
         assert text in proc.stdout, text
 
 def test_config_file_and_flags(trained):
@@ -121,10 +121,22 @@ def test_recipes_are_valid():
     for recipe in recipes:
         options = read_config(recipe, dml_train)
         find_class(options.get("loss", "multi_similarity"), loss_classes(), "loss")
-    digits = read_config(root / "recipes" / "digits.yaml", dml_train)
-    from dml_nb.cli import script_defaults
-    defaults = script_defaults(dml_train)
-    assert all(defaults[k] == v for k, v in digits.items() if k not in ("valid_classes", "preset")), "digits.yaml must be the defaults"
+    from dml_nb.cli import script_defaults, TRAIN_DEFAULTS
+    defaults = {**script_defaults(dml_train), **TRAIN_DEFAULTS["omniglot"]}
+    omniglot = read_config(root / "recipes" / "omniglot.yaml", dml_train)
+    assert all(defaults[k] == v for k, v in omniglot.items() if k != "preset"), "omniglot.yaml must be the default job"
+
+def test_default_job(tmp_path):
+    "dml_train with no data flags: the bundled Omniglot, tested on held-out alphabets beside raw pixels and the untrained net."
+    proc = run("dml_train", "--epochs", "1", "--no-plots", "--episodes", "100", "--out", tmp_path / "run", cwd=tmp_path)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(metrics["classes"]) == 86 and metrics["n_images"] == 1720 and metrics["best_epoch"] == 0
+    for row in ("raw_pixels", "untrained", "trained"):
+        assert {"5_way", "5_way_ci", "20_way", "20_way_ci", "mean_average_precision_at_r"} <= set(metrics[row]), row
+    for text in ("86 test classes", "Early_Aramaic, Greek, Korean", "20-way one-shot", "raw pixels", "untrained", "trained", " ± "):
+        assert text in proc.stdout, text
+    # even one epoch beats both baselines, one-shot accuracy by more than the intervals
+    assert metrics["verdict"].startswith("The trained network beats raw pixels and untrained"), metrics["verdict"]
 
 # ---------------------------------------------------------------- dml_eval, dml_index, dml_query and the errors
 # Everything below needs only the trained run: the independent commands run a few at a time.
@@ -137,6 +149,9 @@ def after_training(work, trained, gallery):
     (bad / "bad_key.yaml").write_text("epochs: 2\nlearning_rate: 0.1\n")
     (bad / "bad_value.yaml").write_text("epochs: two\n")
     (bad / "broken.png").write_text("this is not an image")
+    (bad / "null_seed.yaml").write_text("seed: null\n")
+    (bad / "latin1.yaml").write_bytes("epochs: 2  # première\n".encode("latin-1"))
+    thesis = work / "thesis"; (thesis / "sub").mkdir(parents=True); (thesis / "thesis.txt").write_text("draft")
     old_run = bad / "old_run"; shutil.copytree(run_dir, old_run)
     info = json.loads((old_run / "run.json").read_text()); info["format_version"] = 999
     (old_run / "run.json").write_text(json.dumps(info))
@@ -165,7 +180,16 @@ def after_training(work, trained, gallery):
         "other_model": ("dml_query", other_run, run_dir / "index", image),
         "broken_image": ("dml_query", run_dir, run_dir / "index", image, bad / "broken.png"),
         "missing_image": ("dml_query", run_dir, run_dir / "index", bad / "nothere.png"),
-        "no_data": ("dml_eval", run_dir),
+        "eval_own": ("dml_eval", run_dir, "--json"),
+        "overwrite_user_folder": ("dml_train", "--data", gallery, "--overwrite", "--out", thesis),
+        "out_is_cwd": ("dml_train", "--data", gallery, "--overwrite", "--out", "."),
+        "index_into_data": ("dml_index", run_dir, "--data", gallery, "--out", gallery, "--overwrite"),
+        "query_folder": ("dml_query", run_dir, run_dir / "index", gallery),
+        "workers": ("dml_train", "--data", gallery, "--workers", "-1", "--out", bad / "x5"),
+        "lr_inf": ("dml_train", "--data", gallery, "--lr", "inf", "--out", bad / "x6"),
+        "bad_loss_args": ("dml_train", "--data", gallery, "--loss", "contrastive", "--loss_args", "pos_margin=abc", "--out", bad / "x7"),
+        "null_seed": ("dml_train", "--config", bad / "null_seed.yaml"),
+        "latin1_config": ("dml_train", "--config", bad / "latin1.yaml"),
     })
     # the gallery's index: queried, and a copy extended with two new classes
     ok(results["index"])
@@ -238,14 +262,35 @@ def test_run_index_is_queryable(after_training):
     ("other_model", ["fingerprint", "rebuild the index"]),
     ("broken_image", ["broken.png"]),
     ("missing_image", ["not found", "nothere.png"]),
-    ("no_data", ["--data is required"]),
+    ("overwrite_user_folder", ["--overwrite replaces only an empty folder or one this program wrote (with its run.json)"]),
+    ("out_is_cwd", ["is the current folder or contains it"]),
+    ("index_into_data", ["is or contains the data folder"]),
+    ("query_folder", ["is a folder, not an image file"]),
+    ("workers", ["--workers must be 0 (load in the main process) or more, got -1"]),
+    ("lr_inf", ["--lr must be a positive finite number, got inf"]),
+    ("bad_loss_args", ["fails on a test batch"]),
+    ("null_seed", ["seed: null is not a value for this flag"]),
+    ("latin1_config", ["latin1.yaml is not UTF-8 text"]),
 ])
 def test_user_errors(after_training, case, contains):
     check_user_error(after_training["results"][case], *contains)
 
+def test_user_files_survive(work, after_training, gallery):
+    "Refused --overwrite and --out leave the user's folders as they were."
+    assert (work / "thesis" / "thesis.txt").read_text() == "draft" and (work / "thesis" / "sub").is_dir()
+    assert len(list(gallery.rglob("*.png"))) == 120 and not (gallery / "index.json").exists()
+
+def test_eval_scores_own_held_out_classes(after_training, trained):
+    "dml_eval without --data scores the run's own held-out classes only, beside the two baselines."
+    result = json.loads(ok(after_training["results"]["eval_own"]).stdout)
+    info = json.loads((trained[0] / "run.json").read_text())
+    assert result["n_classes"] == 3 and result["n_images"] == 60 and result["scored"] == "the run's 3 held-out test classes"
+    assert sorted(info["test_classes"]) == sorted(info["valid_classes"])
+    assert {"raw_pixels", "untrained", "metrics", "verdict"} <= set(result)
+
 def test_failed_runs_leave_nothing(after_training, trained):
     "Runs that fail after their folder was staged (unknown data or arch) remove it, and the parent folders they made."
-    assert sorted(p.name for p in after_training["bad"].iterdir()) == ["bad_key.yaml", "bad_value.yaml", "broken.png", "old_run"]
+    assert sorted(p.name for p in after_training["bad"].iterdir()) == ["bad_key.yaml", "bad_value.yaml", "broken.png", "latin1.yaml", "null_seed.yaml", "old_run"]
     assert sorted(p.name for p in trained[0].parent.iterdir()) == ["first", "other"]
 
 def test_argparse_errors():

@@ -486,13 +486,14 @@ def _check_episodes(n_way, episodes):
     if episodes < 2: raise CLIError(f"--episodes must be at least 2 (for an interval), got {episodes}")
     if not n_way or min(n_way) < 2: raise CLIError(f"--n_way must be at least 2, got {list(n_way)}")
 
-def _check_flags(epochs, lr, bs, fp16, bf16, workers):
+def _check_flags(epochs, lr, bs, fp16, bf16, workers, tta_shift=0):
     import math
     if fp16 and bf16: raise CLIError("--fp16 and --bf16 exclude each other: choose one")
     if epochs < 1: raise CLIError(f"--epochs must be at least 1, got {epochs}")
     if not (lr > 0 and math.isfinite(lr)): raise CLIError(f"--lr must be a positive finite number, got {lr}")
     if bs < 2: raise CLIError(f"--bs must be at least 2 (a batch needs pairs), got {bs}")
     if workers < 0: raise CLIError(f"--workers must be 0 (load in the main process) or more, got {workers}")
+    if tta_shift < 0: raise CLIError(f"--tta_shift must be 0 (no test-time augmentation) or more pixels, got {tta_shift}")
 
 def _check_loss(loss, loss_args, miner, miner_args, embed_dim):
     "Build the loss and the miner once on a tiny batch, so that bad names and hyperparameters fail before any slow work."
@@ -537,7 +538,7 @@ def _split(items, source, valid_classes, valid_groups, test_groups):
     if valid_classes: return hold_out(items, valid_classes), "never seen in training"
     return items, "never seen in training"
 
-def _train(data, data_root, out, arch, embed_dim, pretrained, loss, loss_args, miner, miner_args, epochs, lr, bs,
+def _train(data, data_root, out, arch, embed_dim, pretrained, tta_shift, loss, loss_args, miner, miner_args, epochs, lr, bs,
            m_per_class, size, preset, augment, rotation_classes, valid_pct, valid_classes, valid_groups, test_groups, drawer_pattern, n_way, episodes,
            seed, loss_lr_mult, fp16, bf16, device, workers, plots, overwrite, config):
     "The work of `dml_train`, on resolved options."
@@ -549,7 +550,7 @@ def _train(data, data_root, out, arch, embed_dim, pretrained, loss, loss_args, m
     if valid_classes is None and valid_groups is None and test_groups is None:
         valid_classes, valid_groups, test_groups = (defaults.get(k) for k in ("valid_classes", "valid_groups", "test_groups"))
     options = {k: v for k, v in locals().items() if k not in ("start", "source_kind", "defaults")}
-    _check_flags(epochs, lr, bs, fp16, bf16, workers)
+    _check_flags(epochs, lr, bs, fp16, bf16, workers, tta_shift)
     _check_episodes(n_way, episodes)
     protect = [data] if Path(str(data)).expanduser().is_dir() else []
     out = check_out_folder(out or default_run_dir(data), overwrite, "run.json", protect)  # before any slow work
@@ -580,7 +581,7 @@ def _train(data, data_root, out, arch, embed_dim, pretrained, loss, loss_args, m
                                         m_per_class=m_per_class or None, num_workers=workers, device=device, source_name=source)
         test_items = (items[items["split"] == "test"] if has_test else dls.valid_ds.items).reset_index(drop=True)
         seed_everything(seed)
-        model = create_embedder(arch, embed_dim=embed_dim, pretrained=pretrained, n_in=dls.dml_config["n_in"])
+        model = create_embedder(arch, embed_dim=embed_dim, pretrained=pretrained, n_in=dls.dml_config["n_in"], tta_shift=tta_shift)
         untrained = copy.deepcopy(model).to(device)  # the same initial weights, kept for the report
         loss_func = build_loss(loss, dls.n_train_classes, model.embed_dim, loss_args)
         miner_module = build_miner(miner, miner_args, loss_func)
@@ -691,6 +692,7 @@ def dml_train(data:str="omniglot", # omniglot (its minimal background sets ship 
               arch:str=None, # convnet4 or convnet2 (small nets for tiny images), or any timm model name (default: convnet4 for omniglot, else convnet2)
               embed_dim:int=64, # embedding size
               pretrained:bool=False, # start from timm's pretrained weights (downloaded, or from the Hugging Face cache)
+              tta_shift:int=0, # test-time augmentation: evaluate the mean embedding of each image and its copies shifted by this many pixels
               loss:str="multi_similarity", # a loss of dml_nb.losses, e.g. multi_similarity, triplet_margin, contrastive, proxy_anchor, arc_face
               loss_args:str=None, # the loss's hyperparameters as key=value pairs, e.g. "margin=0.2,scale=32"
               miner:str=None, # a miner of dml_nb.miners, e.g. multi_similarity, batch_hard, or none (default: multi_similarity for omniglot, else none)

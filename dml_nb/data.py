@@ -26,7 +26,7 @@ from .core import usual_permissions
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'CACHE_MANIFEST', 'OMNIGLOT_URL', 'OMNIGLOT_SETS', 'OMNIGLOT_SPLIT', 'DRAWER_PATTERN', 'SPLIT_NAMES',
            'BENCHMARKS', 'PRESETS', 'AUGMENTATION', 'data_cache_dir', 'cache_problem', 'atomic_dir', 'digits_folder',
-           'download_file', 'bundled_omniglot_zips', 'omniglot_folder', 'open_image', 'check_images',
+           'download_file', 'bundled_omniglot_zips', 'omniglot_folder', 'open_image', 'as_image', 'check_images',
            'drop_small_classes', 'class_folder_items', 'split_by_group', 'with_drawers', 'check_labels', 'csv_items',
            'hdf5_items', 'prepare_cub200', 'prepare_cars196', 'prepare_sop', 'prepare_inshop', 'prepare_benchmark',
            'class_disjoint_split', 'split_by_count', 'split_by_frequency', 'class_disjoint_kfold', 'stratified_kfold',
@@ -265,13 +265,37 @@ def omniglot_folder(source:str|Path|Sequence|None=None, # a zip, a list of zips,
 # %% ../nbs/02_data.ipynb #4a06a82a
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
+def _array_to_8bit(image, # a numpy array or torch tensor, channels last
+                  ) -> np.ndarray:
+    "An H x W or H x W x C (C = 1, 3, 4) image of uint8 0-255, uint16 0-65535 or float 0-1 values, as a uint8 array (H x W x 1 squeezed)."
+    if torch.is_tensor(image): image = image.detach().cpu().float().numpy() if image.is_floating_point() else image.detach().cpu().numpy()
+    array = np.asarray(image)
+    shape = array.shape
+    if array.ndim == 3 and shape[2] == 1: array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and shape[2] not in (3, 4)):
+        raise ValueError(f"an image array must be H x W, or H x W x C with C = 1, 3 or 4 channels last, got shape {shape} "
+                         "(permute a channels-first image; pass several images as a list or an N x H x W x C array)")
+    if array.size == 0: raise ValueError(f"an image array must not be empty, got shape {shape}")
+    kind, size = array.dtype.kind, array.dtype.itemsize
+    if kind == "f":
+        if not np.isfinite(array).all(): raise ValueError("a float image must have values in [0, 1], got NaN or infinite values")
+        if array.min() < 0 or array.max() > 1:
+            raise ValueError(f"a float image must have values in [0, 1], got values in [{array.min():g}, {array.max():g}]: "
+                             "divide 0-255 images by 255, or pass them as uint8")
+        array = np.round(array.astype(np.float64) * 255)
+    elif kind == "u" and size == 2: array = np.round(array / 257.)  # 16 bits to 8: 65535 = 255 * 257
+    elif not (kind == "u" and size == 1):
+        raise ValueError(f"an image array must be uint8 (0-255), uint16 (0-65535) or float in [0, 1], got {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.uint8)
+
 def _to_8bit(image:Image.Image) -> Image.Image:
-    "A 16-bit (or 32-bit integer) grey image scaled to 8 bits, as mode 'L'; other images unchanged."
-    if image.mode not in (*_SIXTEEN_BIT_MODES, "I"): return image
+    "A 16-bit, 32-bit integer or float ('F') grey image scaled to 8 bits, as mode 'L'; other images unchanged."
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode == "F": return Image.fromarray(_array_to_8bit(np.asarray(image)))  # as arrays are
+    if image.mode != "I": return image
     values = np.asarray(image).astype(np.float64)
     top = values.max(initial=0)
-    # 16 bits span 0..65535 = 255 * 257; an "I" image may also hold 8-bit values, or more than 16 bits
-    scale = 1. if image.mode == "I" and top <= 255 else 257. if top <= 65535 else top / 255
+    # an "I" image may hold 8-bit values, 16-bit ones (0..65535 = 255 * 257), or more than 16 bits
+    scale = 1. if top <= 255 else 257. if top <= 65535 else top / 255
     return Image.fromarray(np.clip(np.round(values / scale), 0, 255).astype(np.uint8))
 
 def _naming_bombs(read, path):
@@ -293,13 +317,24 @@ def _decode(path, mode):
 def open_image(path:str|Path, # an image file
                mode:str="RGB", # the PIL mode to convert to: "L" (grey) or "RGB"
               ) -> Image.Image:
-    "Open the image file `path` in `mode`, 16-bit images scaled to 8 bits; errors and decompression-bomb warnings name the file."
+    "Open the image file `path` in `mode`, 16-bit and float images scaled to 8 bits; errors and decompression-bomb warnings name the file."
     try: return _naming_bombs(partial(_decode, mode=mode), path)
     except FileNotFoundError: raise FileNotFoundError(f"image not found: {path}") from None
     except Image.DecompressionBombError as e:
         raise ValueError(f"cannot read image {path}: {e} (raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file)") from e
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
         raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
+
+
+# %% ../nbs/02_data.ipynb #71c9541c
+def as_image(image:str|Path|Image.Image|np.ndarray|torch.Tensor, # an image file, a PIL image, or an array or tensor (H x W or H x W x C, channels last)
+             mode:str="RGB", # the PIL mode to convert to: "L" (grey) or "RGB"
+            ) -> Image.Image:
+    "`image` as an 8-bit PIL image in `mode`: paths read by `open_image`, 16-bit and float images scaled (not clipped) to 8 bits."
+    if isinstance(image, (str, os.PathLike)): return open_image(image, mode)
+    if isinstance(image, Image.Image): return _to_8bit(image).convert(mode)
+    if isinstance(image, np.ndarray) or torch.is_tensor(image): return Image.fromarray(_array_to_8bit(image)).convert(mode)
+    raise TypeError(f"cannot make an image of a {type(image).__name__}: pass an image path, a PIL image, or an image array or tensor (H x W x C)")
 
 
 # %% ../nbs/02_data.ipynb #a640b38f
@@ -762,20 +797,14 @@ def dml_tfms(config:dict, # from `data_config`
     batch_tfms.append(Normalize.from_stats(config["mean"], config["std"], cuda=False))
     return item_tfms, batch_tfms
 
-def _as_image(image, mode:str) -> Image.Image:
-    "A path, PIL image or array as a PIL image in `mode`, converted the way `open_image` converts a file."
-    if isinstance(image, (str, os.PathLike)): return open_image(image, mode)
-    if not isinstance(image, Image.Image): image = Image.fromarray(np.asarray(image))
-    return _to_8bit(image).convert(mode)
-
-def preprocess_images(images:Sequence, # image paths, PIL images or arrays (uint8, or 16-bit grey)
+def preprocess_images(images:Sequence, # image paths, PIL images, or image arrays or tensors (see `as_image`)
                       config:dict, # the config the model was trained with (`dls.dml_config`)
                      ) -> torch.Tensor:
     "The (n, n_in, size, size) float tensor the validation `DataLoader` of `config` gives for `images`."
     item_tfms, batch_tfms = dml_tfms(config, augment=False)
     image_cls, mode = (PILImageBW, "L") if config["n_in"] == 1 else (PILImage, "RGB")
     per_item = Pipeline([*item_tfms, ToTensor()], split_idx=1)
-    tensors = [per_item(image_cls.create(_as_image(o, mode))) for o in images]
+    tensors = [per_item(image_cls.create(as_image(o, mode))) for o in images]
     batch = type(tensors[0])(torch.stack(tensors))
     return Pipeline([IntToFloatTensor(), *batch_tfms], split_idx=1)(batch)
 

@@ -205,52 +205,6 @@ def image_files(folder:str|Path, # a folder, searched recursively
              and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     return sorted(files)
 
-def _array_to_pil(image, # an image as a numpy array or torch tensor, channels last
-                  mode:str, # "L" or "RGB": the model's
-                 ) -> Image.Image:
-    "An H x W or H x W x C (C = 1, 3, 4) array of uint8 0-255, uint16 0-65535 or float 0-1 values, as an 8-bit PIL image in `mode`."
-    if torch.is_tensor(image): image = image.detach().cpu().float().numpy() if image.is_floating_point() else image.detach().cpu().numpy()
-    array = np.asarray(image)
-    shape = array.shape
-    if array.ndim == 3 and shape[2] == 1: array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and shape[2] not in (3, 4)):
-        raise ValueError(f"an image array must be H x W, or H x W x C with C = 1, 3 or 4 channels last, got shape {shape} "
-                         "(permute a channels-first image; pass several images as a list or an N x H x W x C array)")
-    if array.size == 0: raise ValueError(f"an image array must not be empty, got shape {shape}")
-    kind, size = array.dtype.kind, array.dtype.itemsize
-    if kind == "f":
-        if not np.isfinite(array).all(): raise ValueError("a float image must have values in [0, 1], got NaN or infinite values")
-        if array.min() < 0 or array.max() > 1:
-            raise ValueError(f"a float image must have values in [0, 1], got values in [{array.min():g}, {array.max():g}]: "
-                             "divide 0-255 images by 255, or pass them as uint8")
-        array = np.round(array.astype(np.float64) * 255)
-    elif kind == "u" and size == 2: array = np.round(array / 257.)  # 16 bits to 8: 65535 / 255 = 257
-    elif not (kind == "u" and size == 1):
-        raise ValueError(f"an image array must be uint8 (0-255), uint16 (0-65535) or float in [0, 1], got {array.dtype}")
-    return Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).convert(mode)
-
-def _pil_in_mode(image:Image.Image, mode:str) -> Image.Image:
-    "A PIL image converted to `mode` (RGB to L by luminance); 16-bit and float images are scaled as arrays are, not clipped."
-    if image.mode.startswith("I;16") or image.mode == "F": return _array_to_pil(np.asarray(image), mode)
-    return image.convert(mode)
-
-def _open_image(path, mode:str) -> Image.Image:
-    "Open the image file `path` in `mode`, with an error that names the file."
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return _pil_in_mode(image, mode)
-    except FileNotFoundError: raise FileNotFoundError(f"image not found: {path}") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
-
-def _to_image(item, mode:str) -> Image.Image:
-    "One item to embed (an image path, a PIL image, or an image array or tensor) as a PIL image in `mode`."
-    if isinstance(item, (str, Path)): return _open_image(item, mode)
-    if isinstance(item, Image.Image): return _pil_in_mode(item, mode)
-    if isinstance(item, np.ndarray) or torch.is_tensor(item): return _array_to_pil(item, mode)
-    raise TypeError(f"cannot embed a {type(item).__name__}: pass image paths, PIL images, or image arrays or tensors (H x W x C)")
-
 def _batches_of(items, bs:int, n_in:int) -> list:
     "Split `items` into chunks of at most `bs`: tensor slices of a preprocessed batch, or lists of images."
     if not isinstance(bs, int) or bs < 1: raise ValueError(f"bs must be a positive integer, got {bs!r}")
@@ -286,8 +240,7 @@ class RunEmbedder:
 
     def preprocess(self, images:Sequence) -> torch.Tensor:
         "The model's input tensor for `images` (paths, PIL images, image arrays or tensors), as the validation DataLoader makes it."
-        mode = "L" if self.data_config["n_in"] == 1 else "RGB"
-        return preprocess_images([_to_image(o, mode) for o in images], self.data_config)
+        return preprocess_images(images, self.data_config)  # each image made 8-bit, in the model's mode, by `as_image`
 
     def embed(self,
               items, # images (paths, PIL images, arrays or tensors H x W x C), a list of them, a folder, an N x H x W x C array, or an (n, C, H, W) float tensor already preprocessed

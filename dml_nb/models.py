@@ -8,14 +8,15 @@ import difflib
 from pathlib import Path
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import timm
 from fastai.torch_core import params
 from .core import l2_normalize
 
 # %% auto #0
 __all__ = ['POOLS', 'BUILTIN_ARCHS', 'AvgPool', 'MaxPool', 'AvgMaxPool', 'CatAvgMaxPool', 'GeM', 'create_pool', 'L2Norm',
-           'conv_block', 'ConvNet', 'Embedder', 'create_backbone', 'create_embedder', 'embedder_from_config',
-           'embedder_splitter', 'freeze_bn_stats', 'EmbedderWithClassifier']
+           'conv_block', 'ConvNet', 'shifted_views', 'Embedder', 'create_backbone', 'create_embedder',
+           'embedder_from_config', 'embedder_splitter', 'freeze_bn_stats', 'EmbedderWithClassifier']
 
 # %% ../nbs/06_models.ipynb #9c4e65e4
 class AvgPool(nn.Module):
@@ -103,6 +104,15 @@ def _set_bn_eval(module:nn.Module):
     for layer in module.modules():
         if isinstance(layer, nn.modules.batchnorm._BatchNorm): layer.eval()
 
+def shifted_views(images:torch.Tensor, # (n, C, H, W) images
+                  shift:int, # pixels
+                 ) -> list[torch.Tensor]:
+    "The images and four copies shifted by `shift` pixels up, down, left and right (the edge pixels repeated into the gap)."
+    if shift == 0: return [images]
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (shift,) * 4, mode="replicate")
+    return [images] + [padded[..., shift + dy:shift + dy + h, shift + dx:shift + dx + w] for dy, dx in ((-shift, 0), (shift, 0), (0, -shift), (0, shift))]
+
 class Embedder(nn.Module):
     "Backbone, global pooling, linear neck (+ BatchNorm) and L2 normalisation: images (n, n_in, H, W) -> embeddings (n, embed_dim)."
     def __init__(self,
@@ -117,6 +127,7 @@ class Embedder(nn.Module):
                  output_fmt:str="NCHW", # layout of 4-D backbone outputs: "NCHW" or "NHWC"
                  num_prefix_tokens:int=0, # class/register tokens to drop from a token sequence before pooling
                  freeze_bn:bool=False, # keep the backbone's BatchNorm statistics fixed in training (see `freeze_bn_stats`)
+                 tta_shift:int=0, # in eval mode, average the embeddings of the image and its copies shifted by this many pixels (see `shifted_views`)
                 ):
         super().__init__()
         if neck not in (None, "bn"): raise ValueError(f"neck must be 'bn' or None, got {neck!r}")
@@ -124,8 +135,9 @@ class Embedder(nn.Module):
             raise ValueError(f"embed_dim must be a positive integer or None, got {embed_dim!r}")
         if not 0 <= dropout < 1: raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if output_fmt not in ("NCHW", "NHWC"): raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        if not isinstance(tta_shift, int) or tta_shift < 0: raise ValueError(f"tta_shift must be a non-negative integer, got {tta_shift!r}")
         self.backbone, self.pool = backbone, create_pool(pool)
-        self.n_in, self.output_fmt, self.num_prefix_tokens, self.freeze_bn = n_in, output_fmt, num_prefix_tokens, freeze_bn
+        self.n_in, self.output_fmt, self.num_prefix_tokens, self.freeze_bn, self.tta_shift = n_in, output_fmt, num_prefix_tokens, freeze_bn, tta_shift
         width = self.pool.width(num_features)
         layers = [nn.Dropout(dropout)] if dropout > 0 else []
         if embed_dim is not None: layers.append(nn.Linear(width, embed_dim, bias=neck is None))
@@ -142,10 +154,13 @@ class Embedder(nn.Module):
         return features.permute(0, 3, 1, 2) if self.output_fmt == "NHWC" else features
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
-        "Embeddings (n, embed_dim) of images (n, n_in, H, W)."
+        "Embeddings (n, embed_dim) of images (n, n_in, H, W); in eval mode with `tta_shift`, the mean over `shifted_views`, normalised again."
         if x.ndim != 4 or x.shape[1] != self.n_in:
             raise ValueError(f"expected images of shape (n, {self.n_in}, H, W), got {tuple(x.shape)}")
-        return self.norm(self.neck(self.pool(self.feature_map(self.backbone(x)))))
+        if self.training or not self.tta_shift: return self.norm(self.neck(self.pool(self.feature_map(self.backbone(x)))))
+        views = shifted_views(x, self.tta_shift)
+        embeddings = self.norm(self.neck(self.pool(self.feature_map(self.backbone(torch.cat(views))))))
+        return self.norm(embeddings.view(len(views), len(x), -1).mean(0))
 
     def train(self, mode:bool=True):
         "Set training mode; with `freeze_bn`, the backbone's BatchNorm layers stay in eval mode."
@@ -206,6 +221,7 @@ def create_embedder(arch:str, # a built-in net ("convnet4", "convnet2") or any t
                     dropout:float=0., # dropout before the linear layer
                     num_classes:int|None=None, # add a classifier head with this many classes (see `EmbedderWithClassifier`)
                     freeze_bn:bool=False, # keep the backbone's BatchNorm statistics fixed in training
+                    tta_shift:int=0, # in eval mode, average the embeddings over copies shifted by this many pixels (see `Embedder`)
                     **timm_kwargs, # passed to `timm.create_model` (e.g. drop_path_rate, img_size)
                    ) -> nn.Module:
     "An `Embedder` mapping images (n, n_in, H, W) to (n, embed_dim), or an `EmbedderWithClassifier` when `num_classes` is given."
@@ -215,9 +231,10 @@ def create_embedder(arch:str, # a built-in net ("convnet4", "convnet2") or any t
     fmt = getattr(backbone, "output_fmt", "NCHW")
     model = Embedder(backbone, backbone.num_features, embed_dim=embed_dim, pool=pool, neck=neck, normalize=normalize,
                      dropout=dropout, n_in=n_in, output_fmt=str(getattr(fmt, "value", fmt)),
-                     num_prefix_tokens=getattr(backbone, "num_prefix_tokens", 0), freeze_bn=freeze_bn)
+                     num_prefix_tokens=getattr(backbone, "num_prefix_tokens", 0), freeze_bn=freeze_bn, tta_shift=tta_shift)
     model.config = dict(arch=arch, embed_dim=embed_dim, pretrained=str(pretrained) if isinstance(pretrained, Path) else pretrained,
                         n_in=n_in, pool=pool, normalize=normalize, neck=neck, dropout=dropout, freeze_bn=freeze_bn, **timm_kwargs)
+    if tta_shift: model.config["tta_shift"] = tta_shift  # only when used: the configs (and fingerprints) of other models stay as they were
     return model if num_classes is None else EmbedderWithClassifier(model, num_classes)
 
 # %% ../nbs/06_models.ipynb #2e899b5b

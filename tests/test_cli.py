@@ -208,16 +208,18 @@ def after_training(work, trained, gallery):
 def test_eval_matches_python(after_training, trained, gallery):
     "dml_eval --json prints the metrics that load_embedder + retrieval_metrics give in Python; without --json, a table."
     result = json.loads(ok(after_training["results"]["eval_json"]).stdout)
-    assert result["n_images"] == 120 and result["n_classes"] == 6
+    held_out = json.loads((trained[0] / "run.json").read_text())["test_classes"]
+    # the run's own data: only its 3 held-out classes are scored
+    assert result["n_images"] == 60 and result["n_classes"] == 3 and result["scored"] == "the run's 3 held-out test classes"
     assert set(result["metrics"]) == {"precision_at_1", "r_precision", "mean_average_precision_at_r", "recall_at_1", "recall_at_2", "NMI", "AMI"}
     from dml_nb.inference import load_embedder
     from dml_nb.metrics import retrieval_metrics
-    paths = sorted(str(p) for p in gallery.rglob("*.png"))
+    paths = sorted(str(p) for p in gallery.rglob("*.png") if Path(p).parent.relative_to(gallery).as_posix() in held_out)
     labels = np.unique([Path(p).parent.relative_to(gallery).as_posix() for p in paths], return_inverse=True)[1]
     expected = retrieval_metrics(load_embedder(trained[0], "cpu").embed(paths), labels, ks=(1, 2))
     for key, value in expected.items(): assert abs(result["metrics"][key] - value) < 1e-4, key
     table = ok(after_training["results"]["eval_table"]).stdout
-    assert "120 images of 6 classes" in table and "MAP@R" in table and "recall@8" in table
+    assert "60 images of 3 classes" in table and "MAP@R" in table and "recall@8" in table and "raw pixels" in table
 
 def test_index_and_query(after_training, trained, gallery):
     results, index_dir, queries = after_training["results"], after_training["index_dir"], after_training["queries"]

@@ -539,7 +539,7 @@ def _split(items, source, valid_classes, valid_groups, test_groups):
     return items, "never seen in training"
 
 def _train(data, data_root, out, arch, embed_dim, pretrained, tta_shift, loss, loss_args, miner, miner_args, epochs, lr, bs,
-           m_per_class, size, preset, augment, rotation_classes, valid_pct, valid_classes, valid_groups, test_groups, drawer_pattern, n_way, episodes,
+           m_per_class, batches_by_group, size, preset, aug_args, rotation_classes, valid_pct, valid_classes, valid_groups, test_groups, drawer_pattern, n_way, episodes,
            seed, loss_lr_mult, fp16, bf16, device, workers, plots, overwrite, config):
     "The work of `dml_train`, on resolved options."
     start = time.time()
@@ -555,10 +555,10 @@ def _train(data, data_root, out, arch, embed_dim, pretrained, tta_shift, loss, l
     protect = [data] if Path(str(data)).expanduser().is_dir() else []
     out = check_out_folder(out or default_run_dir(data), overwrite, "run.json", protect)  # before any slow work
     _check_loss(loss, loss_args, miner, miner_args, embed_dim)
-    augmentation, preset = parse_kwargs(augment, "--augment"), preset or DATA_PRESETS.get(str(data), "photo")
+    augmentation, preset = parse_kwargs(aug_args, "--aug_args"), preset or DATA_PRESETS.get(str(data), "photo")
     from dml_nb.data import data_config, rotated_classes
     try: data_config(preset, size=size, **augmentation)
-    except ValueError as err: raise CLIError(f"--preset {preset} --size {size} --augment {augment!r}: {err}") from None
+    except ValueError as err: raise CLIError(f"--preset {preset} --size {size} --aug_args {aug_args!r}: {err}") from None
     import copy
     import numpy as np, pandas as pd
     from fastai.callback.tracker import SaveModelCallback
@@ -578,7 +578,7 @@ def _train(data, data_root, out, arch, embed_dim, pretrained, tta_shift, loss, l
             items = rotated_classes(items)
         dls = DMLDataLoaders.from_items(items[items["split"] != "test"] if has_test else items, valid_pct=valid_pct, seed=seed,
                                         preset=preset, augmentation=augmentation, size=size, bs=bs,
-                                        m_per_class=m_per_class or None, num_workers=workers, device=device, source_name=source)
+                                        m_per_class=m_per_class or None, batches_by_group=batches_by_group, num_workers=workers, device=device, source_name=source)
         test_items = (items[items["split"] == "test"] if has_test else dls.valid_ds.items).reset_index(drop=True)
         seed_everything(seed)
         model = create_embedder(arch, embed_dim=embed_dim, pretrained=pretrained, n_in=dls.dml_config["n_in"], tta_shift=tta_shift)
@@ -701,9 +701,10 @@ def dml_train(data:str="omniglot", # omniglot (its minimal background sets ship 
               lr:float=3e-3, # peak learning rate
               bs:int=None, # batch size (default: 64 for omniglot, else 60)
               m_per_class:int=None, # images per class in a training batch, 0 for plain random batches (default: 4 for omniglot, else 10)
+              batches_by_group:bool=False, # each training batch holds classes of one group (one alphabet): harder negatives
               size:int=None, # image side in pixels (default: the preset's: 28 for omniglot, 32 for digits)
               preset:str=None, # preprocessing: tiny_gray, gray or photo (default: tiny_gray for digits, gray for omniglot, else photo)
-              augment:str=None, # training augmentation replacing the preset's, as key=value pairs: max_rotate, min_zoom, max_zoom, max_warp, p_affine, flip, max_lighting
+              aug_args:str=None, # training augmentation replacing the preset's, as key=value pairs: max_rotate, min_zoom, max_zoom, max_warp, p_affine, pad_mode, flip, max_lighting
               rotation_classes:bool=False, # each training class turned by 90, 180 and 270 degrees is three more classes (for characters and symbols, not photos)
               valid_pct:float=0.5, # fraction of the classes held out as unseen validation classes, when no classes or groups are named
               valid_classes:str=None, # comma-separated classes held out as the unseen validation and test classes (default for digits: 3,5,8,9)

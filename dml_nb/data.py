@@ -765,7 +765,8 @@ PRESETS = {
                   max_lighting=0.2, mean=tuple(imagenet_stats[0]), std=tuple(imagenet_stats[1])),
 }
 
-AUGMENTATION = dict(flip=False, max_rotate=0., min_zoom=1., max_zoom=1., max_warp=0., p_affine=0.75, max_lighting=0.)  # fastai's aug_transforms
+AUGMENTATION = dict(flip=False, max_rotate=0., min_zoom=1., max_zoom=1., max_warp=0., p_affine=0.75, max_lighting=0.,
+                    pad_mode="reflection")  # fastai's aug_transforms; pad_mode "border" repeats the edge (a drawing's white paper)
 
 def data_config(preset:str="photo", # "tiny_gray", "gray" or "photo"
                 **overrides, # fields to change, e.g. size=64, n_in=1, or the augmentation: max_rotate=15, max_warp=0.2
@@ -793,7 +794,7 @@ def dml_tfms(config:dict, # from `data_config`
     if augment and (aug["flip"] or aug["max_rotate"] or aug["min_zoom"] < 1 or aug["max_zoom"] > 1 or aug["max_warp"] or aug["max_lighting"]):
         batch_tfms += aug_transforms(do_flip=aug["flip"], max_rotate=aug["max_rotate"], min_zoom=aug["min_zoom"], max_zoom=aug["max_zoom"],
                                      max_warp=aug["max_warp"], p_affine=aug["p_affine"], max_lighting=aug["max_lighting"],
-                                     p_lighting=0.75 if aug["max_lighting"] else 0.)
+                                     p_lighting=0.75 if aug["max_lighting"] else 0., pad_mode=aug["pad_mode"])
     batch_tfms.append(Normalize.from_stats(config["mean"], config["std"], cuda=False))
     return item_tfms, batch_tfms
 
@@ -852,6 +853,7 @@ class DMLDataLoaders(DataLoaders):
                    augmentation:dict|None=None, # training augmentation replacing the preset's fields (see `AUGMENTATION`), e.g. dict(max_rotate=15, max_warp=0.2)
                    bs:int=64, # batch size
                    m_per_class:int|None=None, # draw training batches with `MPerClassSampler` (m images per class)
+                   batches_by_group:bool=False, # with `m_per_class`: each batch holds classes of one group (`parent`, and `rotation` if any), by `HierarchicalSampler`
                    disjoint:bool=True, # class-disjoint train/valid split (the DML protocol)
                    item_tfms:list|None=None, # fastai item transforms replacing the preset's
                    batch_tfms:list|None=None, # fastai batch transforms replacing the preset's
@@ -884,7 +886,13 @@ class DMLDataLoaders(DataLoaders):
         dls.items, dls.n_train_classes = items, len(train_classes)
         config.update(n_train_classes=len(train_classes), n_valid_classes=len(vocab) - len(train_classes), disjoint=disjoint)
         dls.dml_config = config
-        if m_per_class: dls._use_m_per_class(labels[train_idx], vocab, m_per_class, bs, seed)
+        if batches_by_group and not m_per_class: raise ValueError("batches_by_group needs m_per_class: the batches are m images of each class of one group")
+        if batches_by_group and "parent" not in items.columns: raise ValueError("batches_by_group needs a 'parent' column: the group of each class")
+        groups = None
+        if batches_by_group:  # a turned alphabet is a group of its own: `rotated_classes`
+            groups = items["parent"].astype(str) + ("@" + items["rotation"].astype(str) if "rotation" in items.columns else "")
+            groups = groups.to_numpy()[train_idx]
+        if m_per_class: dls._use_m_per_class(labels[train_idx], vocab, m_per_class, bs, seed, groups)
         return dls
 
     @classmethod
@@ -938,11 +946,14 @@ class DMLDataLoaders(DataLoaders):
         "`DMLDataLoaders` of a benchmark with its standard class-disjoint protocol (query and gallery both validate)."
         return cls.from_items(prepare_benchmark(name, root), source_name=name, **kwargs)
 
-    def _use_m_per_class(self, train_labels, vocab, m, bs, seed):
-        "Draw the training batches with `MPerClassSampler`."
-        from dml_nb.samplers import MPerClassSampler, with_batch_sampler
+    def _use_m_per_class(self, train_labels, vocab, m, bs, seed, groups=None):
+        "Draw the training batches with `MPerClassSampler`, or with `HierarchicalSampler` (one group per batch) given `groups`."
+        from dml_nb.samplers import MPerClassSampler, HierarchicalSampler, with_batch_sampler
         class_ids = {o: i for i, o in enumerate(vocab)}
-        sampler = MPerClassSampler([class_ids[o] for o in train_labels], m, batch_size=bs, seed=seed)
+        ids = [class_ids[o] for o in train_labels]
+        sampler = (MPerClassSampler(ids, m, batch_size=bs, seed=seed) if groups is None else
+                   HierarchicalSampler(ids, pd.factorize(groups)[0], m, batch_size=bs, seed=seed))
+        if groups is not None: self.dml_config["batches_by_group"] = True
         self.loaders[0] = with_batch_sampler(self.train, sampler)
         self.dml_config["m_per_class"] = m
 

@@ -45,7 +45,7 @@ def _as_labels(labels, embeddings:torch.Tensor, name:str) -> torch.Tensor:
     "`labels` (tensor or array) as an int64 CPU tensor, checked against `embeddings`."
     if isinstance(labels, np.ndarray):
         if labels.dtype.kind in "USO": raise ValueError(f"{name} must be integers, got text ({labels.dtype}): number them first, e.g. np.unique(labels, return_inverse=True)[1]")
-        labels = torch.from_numpy(labels)
+        labels = torch.from_numpy(np.array(labels))  # a copy: pandas may hand out read-only arrays
     if not torch.is_tensor(labels): raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(labels).__name__}")
     try: check_embeddings(embeddings, labels.cpu(), name=name.replace("labels", "embeddings"))
     except (ValueError, TypeError) as e: raise type(e)(str(e).replace("labels", name, 1)) from None

@@ -3,8 +3,8 @@
 Same embeddings, labels and weights for both; prints JSON with the ratio ours / PML (below 1 means faster).
 Usage: python bench/bench_losses_margin.py [--quick]
 """
-from dml_nb import losses_margin
+from dml_nb import losses_margin_softmax
 from common import bench_class_losses
 
-bench_class_losses(losses_margin, ["LargeMarginSoftmaxLoss", "SphereFaceLoss", "CosFaceLoss", "ArcFaceLoss", "SubCenterArcFaceLoss"],
+bench_class_losses(losses_margin_softmax, ["LargeMarginSoftmaxLoss", "SphereFaceLoss", "CosFaceLoss", "ArcFaceLoss", "SubCenterArcFaceLoss"],
                    "margin-softmax losses, forward+backward, CPU")

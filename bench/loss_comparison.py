@@ -24,7 +24,7 @@ from dml_nb.learner import metric_learner, get_embeddings
 from dml_nb.metrics import retrieval_metrics
 from dml_nb.losses_pair import ContrastiveLoss, TripletMarginLoss, MultiSimilarityLoss
 from dml_nb.losses_proxy import ProxyNCALoss, ProxyAnchorLoss, SoftTripleLoss, NormalizedSoftmaxLoss
-from dml_nb.losses_margin import ArcFaceLoss, CosFaceLoss, SubCenterArcFaceLoss, CurricularFaceLoss, AdaFaceLoss
+from dml_nb.losses_margin_softmax import ArcFaceLoss, CosFaceLoss, SubCenterArcFaceLoss, CurricularFaceLoss, AdaFaceLoss
 from dml_nb.miners import TripletMarginMiner, MultiSimilarityMiner
 
 __all__ = ["LOSS_SETUPS", "DEFAULT_LOSSES", "TEST_ALPHABETS", "METRICS", "omniglot_items", "make_loss", "evaluate_embedder",

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #51cde916
 from __future__ import annotations
-import math, os, random
+import inspect, math, os, random, re
 import numpy as np
 import torch
 import torch.nn as nn
@@ -15,7 +15,8 @@ from fastai.torch_core import set_seed
 __all__ = ['check_embeddings', 'float32_context', 'l2_normalize', 'BaseDistance', 'LpDistance', 'DotProductSimilarity',
            'CosineSimilarity', 'SNRDistance', 'pos_neg_masks', 'all_pairs_indices', 'all_triplets_indices',
            'random_triplets_indices', 'convert_to_pairs', 'convert_to_triplets', 'convert_to_weights',
-           'seed_everything', 'get_device', 'usual_permissions']
+           'seed_everything', 'get_device', 'name_key', 'snake_name', 'class_by_name', 'parameter_names',
+           'check_parameters']
 
 # %% ../nbs/00_core.ipynb #e18cf089
 def check_embeddings(embeddings:torch.Tensor, # (n, d) floating-point embeddings
@@ -166,7 +167,7 @@ def _triplets_by_anchor(pos_mask, neg_mask):
         out[1].append(pos.repeat_interleave(len(neg))); out[2].append(neg.repeat(len(pos)))
     return tuple(torch.cat(o) for o in out)
 
-# %% ../nbs/00_core.ipynb #949ec0f5
+# %% ../nbs/00_core.ipynb #5f357244
 def random_triplets_indices(labels:torch.Tensor, # (n,) labels of the anchors
                             ref_labels:torch.Tensor|None=None, # (m,) reference labels; None means `labels`
                             t_per_anchor:int|None=None, # triplets per anchor; None means one per positive
@@ -199,6 +200,7 @@ def random_triplets_indices(labels:torch.Tensor, # (n,) labels of the anchors
     if not out[0]: return tuple(torch.empty(0, dtype=torch.long, device=labels.device) for _ in range(3))
     return tuple(torch.cat(o).long().to(labels.device) for o in out)
 
+# %% ../nbs/00_core.ipynb #31472ab2
 def convert_to_pairs(indices_tuple:tuple|None, # None, (a, p, n) or (a1, p, a2, n)
                      labels:torch.Tensor, # (n,) labels
                      ref_labels:torch.Tensor|None=None, # reference labels; None means `labels`
@@ -209,6 +211,7 @@ def convert_to_pairs(indices_tuple:tuple|None, # None, (a, p, n) or (a1, p, a2, 
     a, p, n = indices_tuple
     return a, p, a, n
 
+# %% ../nbs/00_core.ipynb #1e380c9c
 def convert_to_triplets(indices_tuple:tuple|None, # None, (a, p, n) or (a1, p, a2, n)
                         labels:torch.Tensor, # (n,) labels
                         ref_labels:torch.Tensor|None=None, # reference labels; None means `labels`
@@ -262,9 +265,50 @@ def get_device(device:str|torch.device|None=None, # "cpu", "cuda", "cuda:1", "mp
         raise ValueError("device 'mps' requested but MPS is not available; use 'cpu'")
     return device
 
-# %% ../nbs/00_core.ipynb #12a87136
-def usual_permissions(path, # a file or folder just made by `tempfile.mkstemp` or `mkdtemp` (which make it private)
-                     ) -> None:
-    "Give `path` the permissions a plainly created file (0o666) or folder (0o777) gets under the current umask."
-    umask = os.umask(0); os.umask(umask)  # reading the umask means setting it: set it straight back
-    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+# %% ../nbs/00_core.ipynb #b708f852
+def name_key(name:str, # a name in any spelling: "MultiSimilarityLoss", "multi_similarity", "MULTISIMILARITY"
+             suffix:str="", # dropped from the end, any case: e.g. "loss" or "miner"
+            ) -> str:
+    "A loose spelling key: lower case, letters and digits only, without `suffix`."
+    key, suffix = re.sub(r"[^a-z0-9]", "", str(name).lower()), suffix.lower()
+    return key[:-len(suffix)] if suffix and key.endswith(suffix) and key != suffix else key
+
+def snake_name(class_name:str, # e.g. "MultiSimilarityLoss"
+               suffix:str="", # removed from the end first, any case, e.g. "loss"
+              ) -> str:
+    "The snake_case name of a class: `MultiSimilarityLoss` -> `multi_similarity`, `NTXentLoss` -> `nt_xent`."
+    if suffix and class_name.lower().endswith(suffix.lower()) and len(class_name) > len(suffix): class_name = class_name[:-len(suffix)]
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", class_name)  # "NTXent" -> "NT_Xent"
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+# %% ../nbs/00_core.ipynb #08c44ef0
+def class_by_name(name:str, # a class name in any spelling, with or without the `kind` suffix: "arcface", "ArcFaceLoss"
+                  classes:dict[str, type], # class name -> class, e.g. `loss_classes()` or `miner_classes()`
+                  kind:str, # what the classes are, "loss" or "miner": the suffix to ignore and the word used in errors
+                 ) -> type:
+    "The class in `classes` called `name`; an unknown name is a `ValueError` that lists the valid names."
+    table = {name_key(n, kind): cls for n, cls in classes.items()}
+    if name_key(name, kind) not in table:
+        raise ValueError(f"unknown {kind} {name!r}: use one of {', '.join(snake_name(n, kind) for n in classes)}")
+    return table[name_key(name, kind)]
+
+# %% ../nbs/00_core.ipynb #154fcc77
+def parameter_names(cls:type) -> list[str]:
+    "The keyword arguments `cls(...)` takes, following `**kwargs` up to the base classes that receive them."
+    names = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass.__module__.split(".")[0] in ("torch", "builtins"): continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters
+        names += [n for n, p in params.items() if n != "self" and n not in names and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()): break
+    return names
+
+# %% ../nbs/00_core.ipynb #a0a037d2
+def check_parameters(cls:type, # the class about to be built
+                     kwargs:dict, # the keyword arguments it is about to get
+                     where:str="", # what to name first in the error, e.g. "--loss_args"
+                    ) -> None:
+    "Raise a `ValueError` listing `cls`'s parameters if `kwargs` has a key `cls` does not take."
+    names = parameter_names(cls)
+    if unknown := sorted(set(kwargs) - set(names)):
+        raise ValueError(f"{where + ': ' if where else ''}{cls.__name__} has no parameter {', '.join(unknown)}; its parameters: {', '.join(names)}")

@@ -4,25 +4,26 @@
 
 # %% ../nbs/04_losses.ipynb #f60bff6f
 from __future__ import annotations
-import inspect, re
+import inspect
 import pandas as pd
 from .losses_base import *
 from .losses_pair import *
 from .losses_npair import *
 from .losses_ap import *
-from .losses_margin import *
+from .losses_margin_softmax import *
 from .losses_proxy import *
-from . import losses_pair, losses_npair, losses_ap, losses_margin, losses_proxy
+from . import losses_pair, losses_npair, losses_ap, losses_margin_softmax, losses_proxy
 from .losses_base import MetricLoss
 from .losses_pair import GenericPairLoss
+from .core import name_key, snake_name, class_by_name, check_parameters
 
 # %% auto #0
-__all__ = ['loss_classes', 'needs_num_classes', 'name_key', 'create_loss', 'loss_catalogue', 'MetricLoss', 'WeightedLoss',
-           'AdaCosLoss', 'AdaFaceLoss', 'AngularLoss', 'ArcFaceLoss', 'CircleLoss', 'CombinedMarginLoss',
-           'ContrastiveLoss', 'CosFaceLoss', 'CurricularFaceLoss', 'ElasticArcFaceLoss', 'ElasticCosFaceLoss',
-           'FastAPLoss', 'GeneralizedLiftedStructureLoss', 'LargeMarginSoftmaxLoss', 'MarginLoss',
-           'MultiSimilarityLoss', 'NCALoss', 'NPairsLoss', 'NTXentLoss', 'NormalizedSoftmaxLoss', 'ProxyAnchorLoss',
-           'ProxyNCALoss', 'SignalToNoiseRatioContrastiveLoss', 'SmoothAPLoss', 'SoftTripleLoss', 'SphereFaceLoss',
+__all__ = ['loss_classes', 'needs_num_classes', 'create_loss', 'loss_catalogue', 'MetricLoss', 'WeightedLoss', 'AdaCosLoss',
+           'AdaFaceLoss', 'AngularLoss', 'ArcFaceLoss', 'CircleLoss', 'CombinedMarginLoss', 'ContrastiveLoss',
+           'CosFaceLoss', 'CurricularFaceLoss', 'ElasticArcFaceLoss', 'ElasticCosFaceLoss', 'FastAPLoss',
+           'GeneralizedLiftedStructureLoss', 'LargeMarginSoftmaxLoss', 'MarginLoss', 'MultiSimilarityLoss', 'NCALoss',
+           'NPairsLoss', 'NTXentLoss', 'NormalizedSoftmaxLoss', 'ProxyAnchorLoss', 'ProxyNCALoss',
+           'SignalToNoiseRatioContrastiveLoss', 'SmoothAPLoss', 'SoftTripleLoss', 'SphereFaceLoss',
            'SubCenterArcFaceLoss', 'SupConLoss', 'TripletMarginLoss', 'TupletMarginLoss']
 
 # %% ../nbs/04_losses.ipynb #9098531b
@@ -32,7 +33,7 @@ _all_ = ['MetricLoss', 'WeightedLoss', 'AdaCosLoss', 'AdaFaceLoss', 'AngularLoss
 # %% ../nbs/04_losses.ipynb #60f219f3
 _BASE_CLASSES = (MetricLoss, GenericPairLoss)  # shared machinery, not losses of their own
 
-_FAMILIES = (losses_pair, losses_npair, losses_ap, losses_margin, losses_proxy)  # one module per chapter
+_FAMILIES = (losses_pair, losses_npair, losses_ap, losses_margin_softmax, losses_proxy)  # one module per chapter
 
 def loss_classes() -> dict[str, type]:
     "Every loss class in dml_nb, by class name."
@@ -47,23 +48,15 @@ def needs_num_classes(loss_class:type) -> bool: # a loss class
         inspect.signature(loss_class).parameters["num_classes"].default is inspect.Parameter.empty
 
 # %% ../nbs/04_losses.ipynb #36f22ece
-def name_key(name:str, # a class name in any spelling: "MultiSimilarityLoss", "multi_similarity", "MULTISIMILARITY"
-             suffix:str="loss", # dropped from the end, lower case: "loss" or "miner"
-            ) -> str:
-    "A loose spelling key: 'MultiSimilarityLoss', 'multi_similarity' and 'multisimilarity' all give 'multisimilarity'."
-    key = re.sub(r"[^a-z0-9]", "", str(name).lower())
-    return key[:-len(suffix)] if key.endswith(suffix) and key != suffix else key
-
 def create_loss(name:str, # a loss class name, any case, with or without "Loss", snake_case allowed: "arcface", "multi_similarity"
                 num_classes:int|None=None, # number of training classes: needed by proxy and classification losses
                 embedding_size:int|None=None, # embedding size: needed by proxy and classification losses
+                where:str="", # what to name first in an error about `kwargs`, e.g. "--loss_args"
                 **kwargs, # the loss's hyperparameters, e.g. margin=0.2
                ) -> MetricLoss:
     "Build a loss by name, the way the console scripts do."
-    classes = {name_key(n): cls for n, cls in loss_classes().items()}
-    if name_key(name) not in classes:
-        raise ValueError(f"unknown loss {name!r}: choose from {', '.join(loss_classes())}")
-    loss_class = classes[name_key(name)]
+    loss_class = class_by_name(name, loss_classes(), "loss")
+    check_parameters(loss_class, kwargs, where)
     if not needs_num_classes(loss_class): return loss_class(**kwargs)
     if num_classes is None or embedding_size is None:
         raise ValueError(f"{loss_class.__name__} learns per-class weights: give num_classes and embedding_size")

@@ -28,13 +28,14 @@ def soft_histograms(distances:torch.Tensor, # (n, m) distances from n queries to
     empty = distances.new_zeros(distances.shape[0], num_bins + 1)
     return tuple(empty.scatter_add(1, lower, w_lower * mask).scatter_add(1, upper, w_upper * mask) for mask in masks)
 
-# %% ../nbs/03c_losses_ap.ipynb #d29c08ad
+# %% ../nbs/03c_losses_ap.ipynb #7426d5a0
 def _query_weights(indices_tuple, labels, same_set:bool) -> torch.Tensor:
     "PML's per-query miner weights; against a reference set only the anchors index the queries."
     if indices_tuple is not None and not same_set:
         indices_tuple = (indices_tuple[0],) if len(indices_tuple) == 3 else (indices_tuple[0], indices_tuple[2])
     return convert_to_weights(indices_tuple, labels)
 
+# %% ../nbs/03c_losses_ap.ipynb #9164e7c6
 class FastAPLoss(MetricLoss):
     "FastAP (Cakir et al. 2019): 1 - average precision estimated from soft histograms of the distances to each query."
     def __init__(self,
@@ -58,7 +59,7 @@ class FastAPLoss(MetricLoss):
         n_pos = pos_mask.sum(1)
         has_pos = n_pos > 0
         if not has_pos.any(): return zero_loss(embeddings)
-        distances = self.distance(embeddings, None if ref_emb is embeddings else ref_emb)
+        distances = self.distance_matrix(embeddings, ref_emb)
         pos_hist, neg_hist = soft_histograms(distances, (pos_mask, neg_mask), self.num_bins, 2.0 ** self.distance.power)
         h_pos_product = pos_hist * pos_hist.cumsum(1)  # h+_b H+_b
         total = (pos_hist + neg_hist).cumsum(1)  # H_b
@@ -89,7 +90,7 @@ class SmoothAPLoss(MetricLoss):
         n_relevant = relevant.sum(1)
         has_pos = n_relevant > (1 if same_set else 0)  # a positive other than the query itself
         if not has_pos.any(): return zero_loss(embeddings)
-        sims = self.distance(embeddings, None if ref_emb is embeddings else ref_emb)
+        sims = self.distance_matrix(embeddings, ref_emb)
         query, item = torch.where(relevant & has_pos.unsqueeze(1))  # one row per (query, positive i)
         # G(s_qj - s_qi): how much each reference j is ranked ahead of the positive i
         ahead = torch.sigmoid((sims[query] - sims[query, item].unsqueeze(1)) / self.temperature)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import torch
 import torch.nn as nn
+from fastcore.basics import patch
 from .core import check_embeddings, float32_context, LpDistance, BaseDistance
 
 # %% auto #0
@@ -46,34 +47,43 @@ class MetricLoss(nn.Module):
         "The distance a loss uses when none is given (PML's default for that loss)."
         return LpDistance()
 
-    def forward(self,
-                embeddings:torch.Tensor, # (n, d) embeddings of the batch
-                labels:torch.Tensor|None=None, # (n,) integer class labels
-                indices_tuple:tuple|None=None, # pairs (a1, p, a2, n) or triplets (a, p, n) from a miner; None for all
-                ref_emb:torch.Tensor|None=None, # (m, d) reference embeddings compared with the batch; None for the batch itself
-                ref_labels:torch.Tensor|None=None, # (m,) labels of `ref_emb`
-               ) -> torch.Tensor:
-        "The loss of the batch, a float32 scalar."
-        if labels is None and (self.needs_labels or indices_tuple is None):
-            raise ValueError(f"{type(self).__name__} needs labels (or, for self-supervised use, an indices_tuple)")
-        check_embeddings(embeddings, labels)
-        if ref_emb is not None:
-            check_embeddings(ref_emb, ref_labels, name="ref_emb")
-            if ref_emb.shape[1] != embeddings.shape[1]:
-                raise ValueError(f"ref_emb has dimension {ref_emb.shape[1]} but embeddings have {embeddings.shape[1]}")
-            if labels is not None and ref_labels is None: raise ValueError("ref_emb was given without ref_labels")
-        if indices_tuple is not None:
-            check_indices_tuple(indices_tuple, len(embeddings), len(embeddings) if ref_emb is None else len(ref_emb))
-        if labels is not None: labels = labels.to(embeddings.device, torch.long)
-        with float32_context(embeddings):
-            embeddings = embeddings.float()
-            if ref_emb is None: ref_emb, ref_labels = embeddings, labels  # the same objects: "compare with itself"
-            else: ref_emb, ref_labels = ref_emb.float(), ref_labels.to(embeddings.device, torch.long) if ref_labels is not None else None
-            return self.compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+    def distance_matrix(self,
+                        embeddings:torch.Tensor, # (n, d) float32 embeddings
+                        ref_emb:torch.Tensor, # (m, d) references; the very `embeddings` object for the batch against itself
+                       ) -> torch.Tensor:
+        "The (n, m) matrix of `self.distance` between the batch and its references."
+        return self.distance(embeddings, None if ref_emb is embeddings else ref_emb)  # None: compared with itself, as PML calls it
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         "The loss itself, on float32 inputs; `ref_labels is labels` means the batch is compared with itself."
         raise NotImplementedError
+
+# %% ../nbs/03_losses_base.ipynb #76dcaa29
+@patch
+def forward(self:MetricLoss,
+            embeddings:torch.Tensor, # (n, d) embeddings of the batch
+            labels:torch.Tensor|None=None, # (n,) integer class labels
+            indices_tuple:tuple|None=None, # pairs (a1, p, a2, n) or triplets (a, p, n) from a miner; None for all
+            ref_emb:torch.Tensor|None=None, # (m, d) reference embeddings compared with the batch; None for the batch itself
+            ref_labels:torch.Tensor|None=None, # (m,) labels of `ref_emb`
+           ) -> torch.Tensor:
+    "The loss of the batch, a float32 scalar."
+    if labels is None and (self.needs_labels or indices_tuple is None):
+        raise ValueError(f"{type(self).__name__} needs labels (or, for self-supervised use, an indices_tuple)")
+    check_embeddings(embeddings, labels)
+    if ref_emb is not None:
+        check_embeddings(ref_emb, ref_labels, name="ref_emb")
+        if ref_emb.shape[1] != embeddings.shape[1]:
+            raise ValueError(f"ref_emb has dimension {ref_emb.shape[1]} but embeddings have {embeddings.shape[1]}")
+        if labels is not None and ref_labels is None: raise ValueError("ref_emb was given without ref_labels")
+    if indices_tuple is not None:
+        check_indices_tuple(indices_tuple, len(embeddings), len(embeddings) if ref_emb is None else len(ref_emb))
+    if labels is not None: labels = labels.to(embeddings.device, torch.long)
+    with float32_context(embeddings):
+        embeddings = embeddings.float()
+        if ref_emb is None: ref_emb, ref_labels = embeddings, labels  # the same objects: "compare with itself"
+        else: ref_emb, ref_labels = ref_emb.float(), ref_labels.to(embeddings.device, torch.long) if ref_labels is not None else None
+        return self.compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
 
 # %% ../nbs/03_losses_base.ipynb #6350ab04
 def mean_reduce(losses:torch.Tensor, # per-pair, per-triplet or per-sample losses

@@ -81,7 +81,7 @@ class NTXentLoss(MetricLoss):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         a1, p, a2, n = pairs = convert_to_pairs(indices_tuple, labels, ref_labels)
         if _too_few_pairs(pairs) or len(a1) == 0 or len(a2) == 0: return zero_loss(embeddings)
-        mat = self.distance(embeddings, None if ref_emb is embeddings else ref_emb)
+        mat = self.distance_matrix(embeddings, ref_emb)
         logits = _scores(mat, self.distance) / self.temperature
         neg_lse = anchor_logsumexp(logits[a2, n], a2, len(embeddings))
         # -log(e^pos / (e^pos + sum e^neg)) = log(1 + e^(lse(neg) - pos))
@@ -102,7 +102,7 @@ class SupConLoss(MetricLoss):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         pairs = convert_to_pairs(indices_tuple, labels, ref_labels)
         if _too_few_pairs(pairs): return zero_loss(embeddings)
-        mat = self.distance(embeddings, None if ref_emb is embeddings else ref_emb)
+        mat = self.distance_matrix(embeddings, ref_emb)
         if indices_tuple is None: pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
         else: pos_mask, neg_mask = pair_masks(pairs, mat.shape)
         if not pos_mask.any() or not neg_mask.any(): return zero_loss(embeddings)
@@ -132,7 +132,7 @@ class NCALoss(MetricLoss):
         if indices_tuple is not None and not same_set:  # with a reference set only the anchors index the batch
             indices_tuple = indices_tuple[:1] if len(indices_tuple) == 3 else (indices_tuple[0], indices_tuple[2])
         weights = convert_to_weights(indices_tuple, labels)
-        mat = self.distance(embeddings, None if same_set else ref_emb)
+        mat = self.distance_matrix(embeddings, ref_emb)
         logits = self.softmax_scale * _scores(mat, self.distance)
         if same_set: logits.fill_diagonal_(float("-inf"))  # p_ii = 0 (in place: `logits` is a fresh tensor)
         log_p = F.log_softmax(logits, dim=1)  # log p_ij, eq. 1
@@ -190,7 +190,7 @@ class TupletMarginLoss(MetricLoss):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         a1, p, a2, n = pairs = convert_to_pairs(indices_tuple, labels, ref_labels)
         if _too_few_pairs(pairs) or len(a1) == 0 or len(a2) == 0: return zero_loss(embeddings)
-        cosine = self.distance(embeddings, None if ref_emb is embeddings else ref_emb)
+        cosine = self.distance_matrix(embeddings, ref_emb)
         pos_angles = torch.acos(cosine[a1, p].clamp(-1 + 1e-7, 1 - 1e-7))  # finite gradient for identical views
         pos_logits = self.scale * torch.cos(pos_angles - math.radians(self.margin))
         neg_lse = anchor_logsumexp(self.scale * cosine[a2, n], a2, len(embeddings))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from .core import BaseDistance, LpDistance, CosineSimilarity, SNRDistance, pos_neg_masks, convert_to_pairs, convert_to_triplets
 from .losses_base import MetricLoss, mean_reduce, avg_non_zero_reduce, zero_loss
 
@@ -53,7 +54,7 @@ class GenericPairLoss(MetricLoss):
             n_pos, n_neg = len(pairs[0]), len(pairs[2])
         # PML's rule: with at most one positive and one negative pair there is nothing to learn from
         if n_pos <= 1 and n_neg <= 1: return zero_loss(embeddings)
-        mat = self.distance(embeddings, None if ref_emb is embeddings else ref_emb)
+        mat = self.distance_matrix(embeddings, ref_emb)
         if self.mat_based:
             if indices_tuple is not None: pos_mask, neg_mask = pair_masks(pairs, mat.shape)
             return self.mat_loss(mat, pos_mask, neg_mask, embeddings)
@@ -98,12 +99,13 @@ def _avg_non_zero(losses:torch.Tensor, embeddings:torch.Tensor) -> torch.Tensor:
     count = (losses > 0).sum()
     return losses.sum() / count if count > 0 else zero_loss(embeddings)
 
-# %% ../nbs/03a_losses_pair.ipynb #92bfd917
+# %% ../nbs/03a_losses_pair.ipynb #06390003
 def _check_triplets_per_anchor(triplets_per_anchor):
     "Raise a `ValueError` unless `triplets_per_anchor` is 'all', a positive int or None (PML's accepted values)."
     ok = triplets_per_anchor is None or triplets_per_anchor == "all" or (isinstance(triplets_per_anchor, int) and not isinstance(triplets_per_anchor, bool) and triplets_per_anchor > 0)
     if not ok: raise ValueError(f"triplets_per_anchor must be 'all', a positive int or None (one per positive), got {triplets_per_anchor!r}")
 
+# %% ../nbs/03a_losses_pair.ipynb #7fb67ce2
 class TripletMarginLoss(MetricLoss):
     "Triplet margin loss (Schroff et al. 2015): the anchor's positive must be closer than its negative by `margin`."
     needs_labels = False  # a miner's triplets are enough
@@ -123,27 +125,29 @@ class TripletMarginLoss(MetricLoss):
             return self.all_triplets_loss(embeddings, labels, ref_emb, ref_labels)
         anchors, positives, negatives = convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor)
         if len(anchors) == 0: return zero_loss(embeddings)
-        mat = self.distance(embeddings, None if ref_emb is embeddings else ref_emb)
+        mat = self.distance_matrix(embeddings, ref_emb)
         ap_dists, an_dists = mat[anchors, positives], mat[anchors, negatives]
         if self.swap: an_dists = self.distance.smallest_dist(an_dists, mat[positives, negatives])
         violations = self.distance.margin(ap_dists, an_dists) + self.margin
         if self.smooth_loss: return mean_reduce(F.softplus(violations), embeddings)  # never exactly 0, so every triplet counts
         return avg_non_zero_reduce(F.relu(violations), embeddings)
 
-    def all_triplets_loss(self, embeddings, labels, ref_emb, ref_labels):
-        "The mean non-zero hinge over all triplets, counted per (anchor, positive) without listing the triplets."
-        pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
-        mat = self.distance(embeddings, None if ref_emb is embeddings else ref_emb)
-        sign = -1 if self.distance.is_inverted else 1  # on a similarity, "farther" means smaller
-        # triplet (a, p, n) is active when v[a, n] < u[a, p], and then costs u[a, p] - v[a, n]
-        u, v = sign * mat + self.margin, sign * mat
-        neg_sorted = v.masked_fill(~neg_mask, float("inf")).sort(dim=1).values  # each anchor's negatives, nearest first
-        n_active = torch.searchsorted(neg_sorted.detach(), u.detach().contiguous())  # (a, p): how many negatives violate
-        neg_cumsum = F.pad(neg_sorted.cumsum(dim=1), (1, 0))  # neg_cumsum[a, k]: sum of the k nearest negatives
-        costs = n_active * u - neg_cumsum.gather(1, n_active)  # sum over the active negatives of u[a, p] - v[a, n]
-        n_active = n_active * pos_mask
-        if n_active.sum() == 0: return zero_loss(embeddings)
-        return costs[pos_mask].sum() / n_active.sum()
+# %% ../nbs/03a_losses_pair.ipynb #7507e9f5
+@patch
+def all_triplets_loss(self:TripletMarginLoss, embeddings, labels, ref_emb, ref_labels):
+    "The mean non-zero hinge over all triplets, counted per (anchor, positive) without listing the triplets."
+    pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
+    mat = self.distance_matrix(embeddings, ref_emb)
+    sign = -1 if self.distance.is_inverted else 1  # on a similarity, "farther" means smaller
+    # triplet (a, p, n) is active when v[a, n] < u[a, p], and then costs u[a, p] - v[a, n]
+    u, v = sign * mat + self.margin, sign * mat
+    neg_sorted = v.masked_fill(~neg_mask, float("inf")).sort(dim=1).values  # each anchor's negatives, nearest first
+    n_active = torch.searchsorted(neg_sorted.detach(), u.detach().contiguous())  # (a, p): how many negatives violate
+    neg_cumsum = F.pad(neg_sorted.cumsum(dim=1), (1, 0))  # neg_cumsum[a, k]: sum of the k nearest negatives
+    costs = n_active * u - neg_cumsum.gather(1, n_active)  # sum over the active negatives of u[a, p] - v[a, n]
+    n_active = n_active * pos_mask
+    if n_active.sum() == 0: return zero_loss(embeddings)
+    return costs[pos_mask].sum() / n_active.sum()
 
 # %% ../nbs/03a_losses_pair.ipynb #5bfc60c1
 class MarginLoss(MetricLoss):
@@ -175,41 +179,47 @@ class MarginLoss(MetricLoss):
             raise ValueError(f"labels must be class ids in [0, {len(self.beta)}) for num_classes={len(self.beta)}")
         return self.beta[anchor_labels].float()
 
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        if indices_tuple is None and self.triplets_per_anchor == "all": return self.all_triplets_loss(embeddings, labels, ref_emb, ref_labels)
-        anchors, positives, negatives = convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor)
-        if len(anchors) == 0: return zero_loss(embeddings)
-        beta = self.anchor_beta(labels, anchors)
-        mat = self.distance(embeddings, None if ref_emb is embeddings else ref_emb)
-        pos_losses = F.relu(self.distance.margin(mat[anchors, positives], beta) + self.margin)
-        neg_losses = F.relu(self.distance.margin(beta, mat[anchors, negatives]) + self.margin)
-        # PML's DivisorReducer: the sum over triplets divided by the number of active (non-zero) pair terms
-        divisor = (pos_losses > 0).sum() + (neg_losses > 0).sum()
-        loss = (pos_losses + neg_losses).sum() / divisor if divisor > 0 else zero_loss(embeddings)
-        return loss + self.beta_regularization(beta, divisor, embeddings)
+# %% ../nbs/03a_losses_pair.ipynb #069ad2aa
+@patch
+def compute_loss(self:MarginLoss, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+    if indices_tuple is None and self.triplets_per_anchor == "all": return self.all_triplets_loss(embeddings, labels, ref_emb, ref_labels)
+    anchors, positives, negatives = convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor)
+    if len(anchors) == 0: return zero_loss(embeddings)
+    beta = self.anchor_beta(labels, anchors)
+    mat = self.distance_matrix(embeddings, ref_emb)
+    pos_losses = F.relu(self.distance.margin(mat[anchors, positives], beta) + self.margin)
+    neg_losses = F.relu(self.distance.margin(beta, mat[anchors, negatives]) + self.margin)
+    # PML's DivisorReducer: the sum over triplets divided by the number of active (non-zero) pair terms
+    divisor = (pos_losses > 0).sum() + (neg_losses > 0).sum()
+    loss = (pos_losses + neg_losses).sum() / divisor if divisor > 0 else zero_loss(embeddings)
+    return loss + self.beta_regularization(beta, divisor, embeddings)
 
-    def all_triplets_loss(self, embeddings, labels, ref_emb, ref_labels):
-        "The loss over all triplets from pairs: in the triplets of anchor a, each positive pair appears once per negative, each negative pair once per positive."
-        pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
-        n_pos, n_neg = pos_mask.sum(1, keepdim=True), neg_mask.sum(1, keepdim=True)  # per anchor
-        n_triplets = n_pos * n_neg
-        if n_triplets.sum() == 0: return zero_loss(embeddings)
-        beta = self.anchor_beta(labels, torch.arange(len(pos_mask), device=pos_mask.device))
-        beta = beta.unsqueeze(1) if len(beta) > 1 else beta
-        mat = self.distance(embeddings, None if ref_emb is embeddings else ref_emb)
-        pos_losses = F.relu(self.distance.margin(mat, beta) + self.margin) * pos_mask  # (a, p), weighted below by n_neg[a]
-        neg_losses = F.relu(self.distance.margin(beta, mat) + self.margin) * neg_mask  # (a, n), weighted by n_pos[a]
-        divisor = (n_neg * (pos_losses > 0)).sum() + (n_pos * (neg_losses > 0)).sum()
-        loss = ((n_neg * pos_losses).sum() + (n_pos * neg_losses).sum()) / divisor if divisor > 0 else zero_loss(embeddings)
-        # the per-class regulariser sums beta over triplets: n_triplets[a] times the anchor's beta
-        triplet_beta = (beta.expand(len(pos_mask), 1) * n_triplets).sum() if len(self.beta) > 1 else beta
-        return loss + self.beta_regularization(triplet_beta, divisor, embeddings)
+# %% ../nbs/03a_losses_pair.ipynb #2b99b25a
+@patch
+def all_triplets_loss(self:MarginLoss, embeddings, labels, ref_emb, ref_labels):
+    "The loss over all triplets from pairs: in the triplets of anchor a, each positive pair appears once per negative, each negative pair once per positive."
+    pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
+    n_pos, n_neg = pos_mask.sum(1, keepdim=True), neg_mask.sum(1, keepdim=True)  # per anchor
+    n_triplets = n_pos * n_neg
+    if n_triplets.sum() == 0: return zero_loss(embeddings)
+    beta = self.anchor_beta(labels, torch.arange(len(pos_mask), device=pos_mask.device))
+    beta = beta.unsqueeze(1) if len(beta) > 1 else beta
+    mat = self.distance_matrix(embeddings, ref_emb)
+    pos_losses = F.relu(self.distance.margin(mat, beta) + self.margin) * pos_mask  # (a, p), weighted below by n_neg[a]
+    neg_losses = F.relu(self.distance.margin(beta, mat) + self.margin) * neg_mask  # (a, n), weighted by n_pos[a]
+    divisor = (n_neg * (pos_losses > 0)).sum() + (n_pos * (neg_losses > 0)).sum()
+    loss = ((n_neg * pos_losses).sum() + (n_pos * neg_losses).sum()) / divisor if divisor > 0 else zero_loss(embeddings)
+    # the per-class regulariser sums beta over triplets: n_triplets[a] times the anchor's beta
+    triplet_beta = (beta.expand(len(pos_mask), 1) * n_triplets).sum() if len(self.beta) > 1 else beta
+    return loss + self.beta_regularization(triplet_beta, divisor, embeddings)
 
-    def beta_regularization(self, beta:torch.Tensor, divisor:torch.Tensor, embeddings:torch.Tensor) -> torch.Tensor:
-        "nu * beta when beta is learned (PML: as is for one beta; per class, `beta` summed over triplets and divided like the loss)."
-        if not self.learn_beta: return zero_loss(embeddings)
-        if len(self.beta) == 1: return (beta * self.nu).sum()
-        return (beta * self.nu).sum() / divisor if divisor > 0 else zero_loss(embeddings)
+# %% ../nbs/03a_losses_pair.ipynb #f2040361
+@patch
+def beta_regularization(self:MarginLoss, beta:torch.Tensor, divisor:torch.Tensor, embeddings:torch.Tensor) -> torch.Tensor:
+    "nu * beta when beta is learned (PML: as is for one beta; per class, `beta` summed over triplets and divided like the loss)."
+    if not self.learn_beta: return zero_loss(embeddings)
+    if len(self.beta) == 1: return (beta * self.nu).sum()
+    return (beta * self.nu).sum() / divisor if divisor > 0 else zero_loss(embeddings)
 
 # %% ../nbs/03a_losses_pair.ipynb #97479b96
 class MultiSimilarityLoss(GenericPairLoss):

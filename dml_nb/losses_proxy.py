@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .core import BaseDistance, LpDistance, CosineSimilarity, DotProductSimilarity, convert_to_weights
 from .losses_base import MetricLoss, mean_reduce, zero_loss
-from .losses_margin import LargeMarginSoftmaxLoss
+from .losses_margin_softmax import LargeMarginSoftmaxLoss
 from .losses_pair import masked_logsumexp
 
 # %% auto #0
@@ -45,7 +45,7 @@ class _ProxyLoss(MetricLoss):
         "(n, num_classes) class scores (larger = more likely) for classifying `embeddings` with the learned class vectors."
         return self.class_scores(embeddings.float())
 
-# %% ../nbs/03e_losses_proxy.ipynb #9eafd746
+# %% ../nbs/03e_losses_proxy.ipynb #24663c4b
 class ProxyNCALoss(_ProxyLoss):
     "Proxy-NCA (Movshovitz-Attias et al. 2017): softmax cross-entropy over the (negated, scaled) distances to one proxy per class."
     def __init__(self,
@@ -74,6 +74,7 @@ class ProxyNCALoss(_ProxyLoss):
         losses = -log_prob.gather(1, labels.unsqueeze(1)).squeeze(1)
         return mean_reduce(losses * weights, embeddings)
 
+# %% ../nbs/03e_losses_proxy.ipynb #2f7e2738
 def anchors_of(indices_tuple:tuple|None, # None, (a, p, n) or (a1, p, a2, n)
               ) -> tuple|None:
     "The anchors of a miner's tuples as a 1-tuple (None when there are none), for weighing queries against a reference set."

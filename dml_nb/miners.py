@@ -4,21 +4,25 @@
 
 # %% ../nbs/05_miners.ipynb #bc7bf344
 from __future__ import annotations
-import math
+import inspect, math
 import torch
 import torch.nn as nn
+from fastcore.basics import patch
 from .core import (check_embeddings, float32_context, BaseDistance, LpDistance, CosineSimilarity,
-                         pos_neg_masks, all_pairs_indices, all_triplets_indices, random_triplets_indices)
+                         pos_neg_masks, all_pairs_indices, all_triplets_indices, random_triplets_indices,
+                         class_by_name, check_parameters)
 
 # %% auto #0
 __all__ = ['BaseMiner', 'BatchEasyHardMiner', 'BatchHardMiner', 'TripletMarginMiner', 'MultiSimilarityMiner', 'PairMarginMiner',
-           'HDCMiner', 'AngularMiner', 'DistanceWeightedMiner', 'UniformHistogramMiner', 'MaximumLossMiner']
+           'HDCMiner', 'AngularMiner', 'DistanceWeightedMiner', 'UniformHistogramMiner', 'MaximumLossMiner',
+           'miner_classes', 'create_miner']
 
-# %% ../nbs/05_miners.ipynb #3ceebed6
+# %% ../nbs/05_miners.ipynb #33b6d9a4
 def _empty_tuple(size:int, device) -> tuple[torch.Tensor, ...]:
     "`size` empty long tensors on `device`: what a miner returns when it finds nothing."
     return tuple(torch.empty(0, dtype=torch.long, device=device) for _ in range(size))
 
+# %% ../nbs/05_miners.ipynb #6d8e4343
 class BaseMiner(nn.Module):
     "Base class of every dml_nb miner: PML's calling convention and tuple formats, input checks, float32 maths, counts."
     supports_ref = True  # whether anchors may be mined against a separate reference set
@@ -61,15 +65,18 @@ class BaseMiner(nn.Module):
         self.record(tuples)
         return tuples
 
-    def mine(self, embeddings, labels, ref_emb, ref_labels):
-        "The mining itself, on float32 inputs; `ref_labels is labels` means the batch is compared with itself."
-        raise NotImplementedError
+# %% ../nbs/05_miners.ipynb #c8b3034f
+@patch
+def mine(self:BaseMiner, embeddings, labels, ref_emb, ref_labels):
+    "The mining itself, on float32 inputs; `ref_labels is labels` means the batch is compared with itself."
+    raise NotImplementedError
 
-    def record(self, tuples:tuple):
-        "Count what was found: triplets, or positive and negative pairs."
-        if len(tuples) == 3: self.num_triplets = len(tuples[0])
-        elif len(tuples) == 4: self.num_pos_pairs, self.num_neg_pairs = len(tuples[0]), len(tuples[2])
-        else: raise ValueError(f"a miner must return 3 (a, p, n) or 4 (a1, p, a2, n) tensors, got {len(tuples)}")
+@patch
+def record(self:BaseMiner, tuples:tuple):
+    "Count what was found: triplets, or positive and negative pairs."
+    if len(tuples) == 3: self.num_triplets = len(tuples[0])
+    elif len(tuples) == 4: self.num_pos_pairs, self.num_neg_pairs = len(tuples[0]), len(tuples[2])
+    else: raise ValueError(f"a miner must return 3 (a, p, n) or 4 (a1, p, a2, n) tensors, got {len(tuples)}")
 
 # %% ../nbs/05_miners.ipynb #3fd87cbe
 class BatchEasyHardMiner(BaseMiner):
@@ -92,42 +99,46 @@ class BatchEasyHardMiner(BaseMiner):
         self.pos_strategy, self.neg_strategy = pos_strategy, neg_strategy
         self.allowed_pos_range, self.allowed_neg_range = allowed_pos_range, allowed_neg_range
 
-    def pick_per_row(self, mat, mask, farthest, val_range=None, threshold=None):
-        "For each row, the farthest (or nearest) entry allowed by `mask`, `val_range` and the semihard `threshold`: (values, columns, row has one)."
-        largest = farthest != self.distance.is_inverted  # a similarity's farthest entry is its smallest
-        valid = mask.clone()
-        # semihard: strictly nearer than the other side's pick (when taking the farthest), or strictly farther
-        if threshold is not None: valid &= mat < threshold[:, None] if largest else mat > threshold[:, None]
-        if val_range is not None: valid &= (mat >= val_range[0]) & (mat <= val_range[1])
-        finfo = torch.finfo(mat.dtype)
-        fill = finfo.min if largest else finfo.max
-        if mat.shape[1] == 0:  # no reference sample at all: every row is without a candidate (max() would raise)
-            return mat.new_full((len(mat),), fill), torch.zeros(len(mat), dtype=torch.long, device=mat.device), valid.any(1)
-        masked = mat.masked_fill(~valid, fill)
-        values, columns = masked.max(1) if largest else masked.min(1)
-        return values, columns, valid.any(1)
+# %% ../nbs/05_miners.ipynb #ed9614ab
+@patch
+def pick_per_row(self:BatchEasyHardMiner, mat, mask, farthest, val_range=None, threshold=None):
+    "For each row, the farthest (or nearest) entry allowed by `mask`, `val_range` and the semihard `threshold`: (values, columns, row has one)."
+    largest = farthest != self.distance.is_inverted  # a similarity's farthest entry is its smallest
+    valid = mask.clone()
+    # semihard: strictly nearer than the other side's pick (when taking the farthest), or strictly farther
+    if threshold is not None: valid &= mat < threshold[:, None] if largest else mat > threshold[:, None]
+    if val_range is not None: valid &= (mat >= val_range[0]) & (mat <= val_range[1])
+    finfo = torch.finfo(mat.dtype)
+    fill = finfo.min if largest else finfo.max
+    if mat.shape[1] == 0:  # no reference sample at all: every row is without a candidate (max() would raise)
+        return mat.new_full((len(mat),), fill), torch.zeros(len(mat), dtype=torch.long, device=mat.device), valid.any(1)
+    masked = mat.masked_fill(~valid, fill)
+    values, columns = masked.max(1) if largest else masked.min(1)
+    return values, columns, valid.any(1)
 
-    def mine(self, embeddings, labels, ref_emb, ref_labels):
-        mat = self.distance(embeddings, ref_emb)
-        pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
-        pos_far = self.pos_strategy in (self.HARD, self.SEMIHARD)   # hard positives are far,
-        neg_far = self.neg_strategy == self.EASY                    # hard negatives are near
-        pick_pos = lambda thr=None: self.pick_per_row(mat, pos_mask, pos_far, self.allowed_pos_range, thr)
-        pick_neg = lambda thr=None: self.pick_per_row(mat, neg_mask, neg_far, self.allowed_neg_range, thr)
-        if self.pos_strategy == self.SEMIHARD: neg = pick_neg(); pos = pick_pos(neg[0])
-        elif self.neg_strategy == self.SEMIHARD: pos = pick_pos(); neg = pick_neg(pos[0])
-        else:
-            pos = None if self.pos_strategy == self.ALL else pick_pos()
-            neg = None if self.neg_strategy == self.ALL else pick_neg()
-        anchors = torch.arange(len(mat), device=mat.device)
-        if pos is None: a1, p = torch.where(pos_mask)
-        if neg is None: a2, n = torch.where(neg_mask)
-        if pos is not None and neg is not None:  # one (positive, negative) per anchor that has both
-            keep = pos[2] & neg[2]
-            return anchors[keep], pos[1][keep], anchors[keep], neg[1][keep]
-        if pos is not None: a1, p = anchors[pos[2]], pos[1][pos[2]]
-        if neg is not None: a2, n = anchors[neg[2]], neg[1][neg[2]]
-        return a1, p, a2, n
+# %% ../nbs/05_miners.ipynb #c6918943
+@patch
+def mine(self:BatchEasyHardMiner, embeddings, labels, ref_emb, ref_labels):
+    mat = self.distance(embeddings, ref_emb)
+    pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
+    pos_far = self.pos_strategy in (self.HARD, self.SEMIHARD)   # hard positives are far,
+    neg_far = self.neg_strategy == self.EASY                    # hard negatives are near
+    pick_pos = lambda thr=None: self.pick_per_row(mat, pos_mask, pos_far, self.allowed_pos_range, thr)
+    pick_neg = lambda thr=None: self.pick_per_row(mat, neg_mask, neg_far, self.allowed_neg_range, thr)
+    if self.pos_strategy == self.SEMIHARD: neg = pick_neg(); pos = pick_pos(neg[0])
+    elif self.neg_strategy == self.SEMIHARD: pos = pick_pos(); neg = pick_neg(pos[0])
+    else:
+        pos = None if self.pos_strategy == self.ALL else pick_pos()
+        neg = None if self.neg_strategy == self.ALL else pick_neg()
+    anchors = torch.arange(len(mat), device=mat.device)
+    if pos is None: a1, p = torch.where(pos_mask)
+    if neg is None: a2, n = torch.where(neg_mask)
+    if pos is not None and neg is not None:  # one (positive, negative) per anchor that has both
+        keep = pos[2] & neg[2]
+        return anchors[keep], pos[1][keep], anchors[keep], neg[1][keep]
+    if pos is not None: a1, p = anchors[pos[2]], pos[1][pos[2]]
+    if neg is not None: a2, n = anchors[neg[2]], neg[1][neg[2]]
+    return a1, p, a2, n
 
 # %% ../nbs/05_miners.ipynb #f1f2b49c
 class BatchHardMiner(BatchEasyHardMiner):
@@ -352,3 +363,22 @@ class MaximumLossMiner(BaseMiner):
         self.avg_loss, self.max_loss = sum(losses) / len(losses), losses[best[0]]
         _, subset, tuples = best
         return tuple(subset[t] for t in tuples)
+
+# %% ../nbs/05_miners.ipynb #5fb9ab49
+def miner_classes() -> dict[str, type]:
+    "Every miner class of `dml_nb.miners` (the subclasses of `BaseMiner`), by class name."
+    found = {name: obj for name, obj in globals().items() if isinstance(obj, type) and issubclass(obj, BaseMiner)
+             and obj is not BaseMiner and name.endswith("Miner") and not name.startswith("_")}
+    return dict(sorted(found.items()))
+
+def create_miner(name:str, # a miner class name, any case, with or without "Miner", snake_case allowed: "batch_hard"
+                 loss:nn.Module|None=None, # the training loss, for a miner that scores tuples with one (`MaximumLossMiner`)
+                 where:str="", # what to name first in an error about `kwargs`, e.g. "--miner_args"
+                 **kwargs, # the miner's hyperparameters, e.g. epsilon=0.1
+                ) -> BaseMiner:
+    "Build a miner by name, the way the console scripts do."
+    miner_class = class_by_name(name, miner_classes(), "miner")
+    check_parameters(miner_class, kwargs, where)
+    if "loss" not in inspect.signature(miner_class).parameters: return miner_class(**kwargs)
+    if loss is None: raise ValueError(f"{miner_class.__name__} scores tuples with a loss: give create_miner a loss")
+    return miner_class(loss=loss, **kwargs)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Sequence
+import imagehash
 import numpy as np
 import pandas as pd
 import torch
@@ -21,21 +22,21 @@ from fastai.data.transforms import ColReader, IntToFloatTensor, Normalize, ToTen
 from fastai.vision.core import PILImage, PILImageBW, imagenet_stats
 from fastai.vision.data import ImageBlock
 from fastai.vision.augment import Resize, ResizeMethod, RandomResizedCrop, aug_transforms
-from .core import usual_permissions
+from .files import atomic_file, atomic_folder
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'CACHE_MANIFEST', 'OMNIGLOT_URL', 'OMNIGLOT_SETS', 'OMNIGLOT_SPLIT', 'DRAWER_PATTERN', 'SPLIT_NAMES',
-           'BENCHMARKS', 'PRESETS', 'AUGMENTATION', 'data_cache_dir', 'cache_problem', 'atomic_dir', 'digits_folder',
-           'download_file', 'bundled_omniglot_zips', 'omniglot_folder', 'open_image', 'as_image', 'check_images',
-           'drop_small_classes', 'class_folder_items', 'split_by_group', 'with_drawers', 'check_labels', 'csv_items',
-           'hdf5_items', 'prepare_cub200', 'prepare_cars196', 'prepare_sop', 'prepare_inshop', 'prepare_benchmark',
-           'class_disjoint_split', 'split_by_count', 'split_by_frequency', 'class_disjoint_kfold', 'stratified_kfold',
-           'phash', 'near_duplicate_groups', 'remove_near_duplicates', 'data_config', 'dml_tfms', 'preprocess_images',
-           'DMLDataLoaders', 'rotated_classes']
+           'BENCHMARKS', 'PRESETS', 'AUGMENTATION', 'DATA_PRESETS', 'data_cache_dir', 'cache_problem', 'cache_folder',
+           'digits_folder', 'download_file', 'bundled_omniglot_zips', 'omniglot_folder', 'open_image', 'as_image',
+           'check_images', 'drop_small_classes', 'class_folder_items', 'split_by_group', 'with_drawers', 'check_labels',
+           'csv_items', 'hdf5_items', 'prepare_cub200', 'prepare_cars196', 'prepare_sop', 'prepare_inshop',
+           'prepare_benchmark', 'class_disjoint_split', 'split_by_count', 'split_by_frequency', 'class_disjoint_kfold',
+           'stratified_kfold', 'phash', 'near_duplicate_groups', 'remove_near_duplicates', 'data_config', 'dml_tfms',
+           'preprocess_images', 'DMLDataLoaders', 'rotated_classes', 'data_items', 'hold_out']
 
 # %% ../nbs/02_data.ipynb #2a52dc8c
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-CACHE_MANIFEST = ".dml_nb_manifest.json"  # what `atomic_dir` wrote: {"files": {relative path: size}}
+CACHE_MANIFEST = ".dml_nb_manifest.json"  # what `cache_folder` wrote: {"files": {relative path: size}}
 
 def data_cache_dir() -> Path:
     "The cache folder for prepared data: `$DML_NB_DATA` if set, else `~/.cache/dml_nb`."
@@ -77,38 +78,19 @@ def _cache_diff(folder):
     except (OSError, ValueError, KeyError, TypeError): return {"unreadable": [CACHE_MANIFEST]}
     return _differences(_listing(folder), expected)
 
-def cache_problem(folder:str|Path, # a folder that `atomic_dir` completed
+def cache_problem(folder:str|Path, # a folder that `cache_folder` completed
                  ) -> str|None:
     "'' when the files under `folder` are those its manifest records (names and sizes), what differs otherwise; None without a manifest."
     diff = _cache_diff(folder)
     return None if diff is None else _describe(diff)
 
 @contextmanager
-def atomic_dir(final:Path, # the folder to create
-               replace:bool=False, # replace an existing `final`, once the new folder is complete
-              ):
-    "Yield a temporary folder next to `final`; when the block ends without error, record its files in a manifest and rename it to `final`."
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-tmp-", dir=final.parent))
-    old = tmp.with_name(tmp.name + "-old")
-    usual_permissions(tmp)
-    try:
+def cache_folder(final:Path, # the cache folder to (re)build
+                ):
+    "`dml_nb.files.atomic_folder` for a cache: yield a temporary folder; when the block ends without error, record its files in a manifest and put it in place of `final`."
+    with atomic_folder(final, replace=True) as tmp:
         yield tmp
         _write_manifest(tmp)
-        if replace:
-            try: final.rename(old)  # a folder cannot be renamed over a full one: move the old one aside first
-            except FileNotFoundError: pass  # another process moved it first
-        try: tmp.rename(final)
-        except OSError:
-            if not final.exists():
-                if old.exists(): old.rename(final)  # put the old folder back rather than lose it
-                raise
-            shutil.rmtree(tmp)  # another process finished the same folder first: keep theirs
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 def _reuse_cache(dest:Path, # the folder a source is prepared in
                  owned:bool, # True when `dest` is the package's own cache path (not one the user passed)
@@ -130,7 +112,6 @@ def _reuse_cache(dest:Path, # the folder a source is prepared in
         raise ValueError(f"{dest} is not a complete {what} folder written by dml_nb ({problem}): delete it or pass another dest")
     warnings.warn(f"cache folder {dest} is incomplete or altered ({problem}): rebuilding it")
     return False
-
 
 # %% ../nbs/02_data.ipynb #b41446e9
 def _digit_pixels() -> dict:
@@ -157,11 +138,10 @@ def digits_folder(dest:str|Path|None=None, # target folder; None means `data_cac
     "Write scikit-learn's 8x8 digits as PNG class folders `<dest>/<digit>/<i>.png` (once, or again if damaged) and return the folder."
     owned, dest = dest is None, Path(dest) if dest is not None else data_cache_dir() / "digits"
     if _reuse_cache(dest, owned, "digits", legacy=_digits_differences): return dest
-    with atomic_dir(dest, replace=dest.exists()) as tmp:
+    with cache_folder(dest) as tmp:
         for digit in range(10): (tmp / str(digit)).mkdir()
         for name, img in _digit_pixels().items(): Image.fromarray(img).save(tmp / name)
     return dest
-
 
 # %% ../nbs/02_data.ipynb #768f9d01
 OMNIGLOT_URL = "https://github.com/brendenlake/omniglot/raw/master/python/{}.zip"
@@ -172,15 +152,7 @@ def download_file(url:str, # the address to fetch
     "Download `url` to `dest` once (written to a temporary name, then renamed) and return `dest`."
     dest = Path(dest)
     if dest.exists(): return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}-", dir=dest.parent); os.close(fd)
-    usual_permissions(tmp)
-    try:
-        urllib.request.urlretrieve(url, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(dest) as f, urllib.request.urlopen(url) as response: shutil.copyfileobj(response, f)
     return dest
 
 OMNIGLOT_SETS = ("images_background", "images_evaluation")  # the official full archives
@@ -257,10 +229,9 @@ def omniglot_folder(source:str|Path|Sequence|None=None, # a zip, a list of zips,
     owned, dest = dest is None, Path(dest) if dest is not None else data_cache_dir() / "omniglot" / "+".join(z.stem for z in zips)
     # a folder without a manifest is checked against the archives' member lists (names and sizes)
     if _reuse_cache(dest, owned, "Omniglot", legacy=lambda folder: _differences(_listing(folder), _omniglot_listing(zips))): return dest
-    with atomic_dir(dest, replace=dest.exists()) as tmp:
+    with cache_folder(dest) as tmp:
         for z in zips: _extract_omniglot(z, tmp)
     return dest
-
 
 # %% ../nbs/02_data.ipynb #4a06a82a
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -518,7 +489,7 @@ def hdf5_items(h5_path:str|Path, # HDF5 file
                 raise ValueError(f"{h5_path}: {labels_key} must be 1-D with one label per image, got shape {labels.shape} for {len(images)} images")
             labels = pd.Series([o.decode() if isinstance(o, bytes) else o for o in labels.tolist()])
             check_labels(labels, where=f"{h5_path}:{labels_key}")
-            with atomic_dir(dest, replace=dest.exists()) as tmp:
+            with cache_folder(dest) as tmp:
                 for start in range(0, len(labels), 1024):
                     for i, img in enumerate(images[start:start + 1024], start):
                         folder = tmp / str(labels[i]); folder.mkdir(exist_ok=True)
@@ -533,7 +504,7 @@ def _maybe_extract(root):
     if not root.exists(): raise FileNotFoundError(f"no such folder or archive: {root}")
     dest = data_cache_dir() / "benchmarks" / root.name.split(".")[0]
     if not _reuse_cache(dest, True, "extracted archive"):
-        with atomic_dir(dest, replace=dest.exists()) as tmp:
+        with cache_folder(dest) as tmp:
             try: shutil.unpack_archive(root, tmp, filter="data")
             except TypeError: shutil.unpack_archive(root, tmp)  # Python without extraction filters
             except shutil.ReadError as e: raise ValueError(f"{root} is not a folder or a readable archive") from e
@@ -712,15 +683,10 @@ def stratified_kfold(labels:Sequence, # one label per item
 # %% ../nbs/02_data.ipynb #ab34a4b3
 def phash(image:str|Path|Image.Image, # an image or its path
           hash_size:int=8, # the hash has hash_size**2 bits
-          highfreq_factor:int=4, # the image is shrunk to (hash_size * highfreq_factor) pixels a side
          ) -> np.ndarray:
-    "Perceptual hash of `image`: a boolean vector of the low DCT frequencies above their median."
-    from scipy.fft import dct
-    img = image if isinstance(image, Image.Image) else Image.open(image)
-    side = hash_size * highfreq_factor
-    pixels = np.asarray(img.convert("L").resize((side, side), Image.Resampling.LANCZOS))
-    coeffs = dct(dct(pixels, axis=0), axis=1)[:hash_size, :hash_size]
-    return (coeffs > np.median(coeffs)).flatten()
+    "Perceptual hash of `image` (`imagehash.phash`) as a boolean vector: the low DCT frequencies above their median."
+    if isinstance(image, Image.Image): return imagehash.phash(image, hash_size).hash.flatten()
+    with Image.open(image) as img: return imagehash.phash(img, hash_size).hash.flatten()
 
 def near_duplicate_groups(paths:Sequence, # image paths (or PIL images)
                           max_distance:int=4, # largest Hamming distance between hashes of near-duplicates
@@ -972,3 +938,39 @@ def rotated_classes(items:pd.DataFrame, # items table with `path` and `label` (a
     if train.empty: raise ValueError("no training rows to rotate")
     copies = [train.assign(rotation=a % 360, label=train["label"].astype(str) + f"@{a % 360}") for a in angles]
     return pd.concat([items, *copies], ignore_index=True)
+
+# %% ../nbs/02_data.ipynb #c32361eb
+DATA_PRESETS = {  # the data sets known by name, and the preprocessing preset of each
+    "digits": "tiny_gray", "omniglot": "gray", "cub200": "photo", "cars196": "photo", "sop": "photo", "inshop": "photo"}
+
+def data_items(data:str, # "digits", "omniglot", "cub200", "cars196", "sop", "inshop", or a folder of class folders
+               data_root:str|Path|None=None, # digits: where to write its PNGs; omniglot: its zips (default: the bundled ones); benchmarks: the extracted archive
+               drawer_pattern:str|None=None, # a regular expression whose group names each file's drawer (default for omniglot: `_NN.png`)
+              ):
+    "The items table (`path`, `label`, `parent`; `split` for benchmarks; `drawer` for Omniglot or with `drawer_pattern`) and the source name of a data value, as `dml_train --data` takes it."
+    data = str(data)
+    if data == "digits": items, source = class_folder_items(digits_folder(data_root)), "digits"
+    elif data == "omniglot":  # the bundled archives are known good: no need to decode 4,840 images to check them
+        items, source = class_folder_items(omniglot_folder(data_root), verify=data_root is not None), "omniglot"
+        drawer_pattern = drawer_pattern or DRAWER_PATTERN
+    elif data in DATA_PRESETS:
+        if data_root is None: raise ValueError(f"--data {data} needs --data_root: the folder where its official archive was extracted")
+        items, source = prepare_benchmark(data, data_root), data
+    elif not Path(data).expanduser().exists():
+        raise ValueError(f"--data {data!r} is neither a data set ({', '.join(DATA_PRESETS)}) nor an existing folder of class folders")
+    else: items, source = class_folder_items(Path(data).expanduser()), "folder"
+    if drawer_pattern: items = with_drawers(items, drawer_pattern)
+    return items, source
+
+def hold_out(items, # items table with a `label` column
+             valid_classes:str|list, # class names, as a list or comma-separated
+            ):
+    "`items` with a `split` column: the rows of `valid_classes` are validation, the others training."
+    names = [o.strip() for o in valid_classes.split(",")] if isinstance(valid_classes, str) else [str(o) for o in valid_classes]
+    if "split" in items.columns: raise ValueError("--valid_classes does not apply to a benchmark: it has its standard split")
+    labels = items["label"].astype(str)
+    missing = [o for o in names if o not in set(labels)]
+    if missing:
+        some = sorted(set(labels))[:20]
+        raise ValueError(f"--valid_classes: no class {', '.join(map(repr, missing))}; the classes are {', '.join(some)}{' ...' if labels.nunique() > 20 else ''}")
+    return items.assign(split=np.where(labels.isin(names), "valid", "train"))

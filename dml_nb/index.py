@@ -11,12 +11,12 @@ import torch
 import faiss
 from fastcore.basics import patch
 from . import __version__
-from .metrics import _majority_vote
-from .inference import atomic_write_bytes, _json_bytes
+from .metrics import majority_vote
+from .files import atomic_write_bytes, json_bytes
 
 # %% auto #0
 __all__ = ['INDEX_FORMAT_VERSION', 'METRICS', 'KINDS', 'ON_DUPLICATE', 'INDEX_FILE', 'VECTORS_FILE', 'LABELS_FILE',
-           'EmbeddingIndex', 'file_sha256', 'content_hashes', 'calibrate_threshold']
+           'EmbeddingIndex', 'file_sha256', 'content_hashes', 'calibrate_threshold', 'index_embeddings', 'load_index']
 
 # %% ../nbs/12_index.ipynb #311be0e3
 INDEX_FORMAT_VERSION = 2  # 2: labels.npz also holds each image's content hash
@@ -237,7 +237,7 @@ def _vote(knn_labels:np.ndarray, # (n, k) labels of the neighbours, nearest firs
           weights:np.ndarray|None=None, # (n, k) vote weights; None for one vote each
          ) -> np.ndarray:
     "The label with the most (weighted) votes in each row; ties go to the label whose nearest member ranks first."
-    if weights is None: return _majority_vote(torch.from_numpy(knn_labels)).numpy()  # metrics' rule, reused
+    if weights is None: return majority_vote(torch.from_numpy(knn_labels)).numpy()  # metrics' rule, reused
     n, k = knn_labels.shape
     classes, ids = np.unique(knn_labels, return_inverse=True)
     ids, rows = ids.reshape(n, k), np.arange(n)[:, None]
@@ -358,7 +358,7 @@ def save(self:EmbeddingIndex, index_dir:str|Path) -> Path: # the folder to write
             "kind": self.kind, "count": len(self), "fingerprint": self.fingerprint, "nlist": self.nlist, "nprobe": self.nprobe,
             "hnsw_m": self.hnsw_m, "ef_search": self.ef_search, "sha256": {VECTORS_FILE: _sha256(vectors), LABELS_FILE: _sha256(labels)},
             "meta": self.meta}
-    info_bytes = _json_bytes(info)  # fails before writing if meta is not JSON
+    info_bytes = json_bytes(info)  # fails before writing if meta is not JSON
     atomic_write_bytes(index_dir / VECTORS_FILE, vectors)
     atomic_write_bytes(index_dir / LABELS_FILE, labels)
     atomic_write_bytes(index_dir / INDEX_FILE, info_bytes)  # last: its checksums vouch for the other two
@@ -416,3 +416,32 @@ def load(cls:EmbeddingIndex,
                          f"{len(index.hashes)} hashes, count {info['count']}")
     index.nprobe, index.ef_search, index.meta = info["nprobe"], info["ef_search"], info.get("meta", {})
     return index
+
+# %% ../nbs/12_index.ipynb #fceaeab1
+def index_embeddings(embeddings, # (n, d) float32 embeddings
+                     class_names:list, # (n,) class name of each embedding
+                     paths:list, # (n,) image path of each embedding
+                     fingerprint:str|None, # `model_fingerprint` of the model that made them
+                     kind:str="flat", # "flat", "ivf" or "hnsw", for a new index
+                     index=None, # an `EmbeddingIndex` to add to (its `meta["classes"]` extended); None for a new one
+                     on_duplicate:str="keep", # an image already in the index (same path or same content): "keep", "skip" or "error"
+                    ):
+    "An `EmbeddingIndex` of `embeddings`, labelled by class ids whose names are kept in `index.meta['classes']`."
+    if index is None:
+        index = EmbeddingIndex(embeddings.shape[1], kind=kind, fingerprint=fingerprint)
+        index.meta["classes"] = []
+    classes = index.meta["classes"]
+    ids = {name: i for i, name in enumerate(classes)}
+    for name in sorted(set(class_names) - set(ids)): ids[name] = len(classes); classes.append(name)
+    return index.add(embeddings, np.array([ids[name] for name in class_names], dtype=np.int64), paths=[str(p) for p in paths],
+                     on_duplicate=on_duplicate)
+
+def load_index(index_dir:str|Path, # a folder written by `dml_index` or a run folder's `index/`
+               fingerprint:str|None=None, # the querying model's fingerprint: an index of another model is refused
+              ) -> tuple:
+    "`(index, class_names)` of an index folder, checked against the model that will query it."
+    index = EmbeddingIndex.load(index_dir, expected_fingerprint=fingerprint)
+    classes = index.meta.get("classes")
+    if not isinstance(classes, list) or (len(index) and int(index.labels.max()) >= len(classes)):
+        raise ValueError(f"{index_dir} holds no class names (meta['classes']): build it with dml_index")
+    return index, classes

@@ -12,84 +12,27 @@ import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
-from fastai.learner import Learner
 from fastprogress.fastprogress import progress_bar
 from . import __version__
-from .core import get_device, l2_normalize, usual_permissions
+from .core import get_device, l2_normalize
+from .files import atomic_write_bytes, atomic_write_json, atomic_torch_save, json_bytes, json_default
 from .data import IMAGE_EXTS, preprocess_images
-from .models import embedder_from_config
-from .learner import MetricModel, _embeddings_of
+from .models import MetricModel, embedder_from_config, embeddings_of
 
 # %% auto #0
-__all__ = ['RUN_FORMAT_VERSION', 'WEIGHTS_FILE', 'RUN_FILE', 'atomic_write_bytes', 'atomic_write_json', 'atomic_torch_save',
-           'model_fingerprint', 'save_run', 'read_run', 'image_files', 'RunEmbedder', 'load_embedder']
-
-# %% ../nbs/11_inference.ipynb #f0514768
-def _fsync_dir(folder:Path):
-    "Flush a folder's entries (a rename inside it) to disk, where the operating system allows it."
-    try: fd = os.open(folder, os.O_RDONLY)
-    except OSError: return  # Windows cannot open a folder: its renames are durable once they return
-    try: os.fsync(fd)
-    except OSError: pass
-    finally: os.close(fd)
-
-@contextmanager
-def _atomic_file(path:Path):
-    "Yield a binary file open on a temporary file next to `path`; on success it is fsynced and renamed to `path`."
-    path = Path(path)
-    if path.is_dir(): raise IsADirectoryError(f"{path} is a folder: cannot write a file there")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    usual_permissions(tmp)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-def atomic_write_bytes(path:str|Path, # the file to (over)write
-                       data:bytes, # its whole content
-                      ) -> Path:
-    "Write `data` to `path` atomically: the file holds either its old content or all of `data`, never a part."
-    if not isinstance(data, (bytes, bytearray, memoryview)): raise TypeError(f"data must be bytes, got {type(data).__name__}")
-    with _atomic_file(path) as f: f.write(data)
-    return Path(path)
-
-def _json_default(obj):
-    "JSON values for the numpy, torch and path objects that configs and metrics contain."
-    if isinstance(obj, (np.integer, np.floating, np.bool_)): return obj.item()
-    if isinstance(obj, np.ndarray): return obj.tolist()
-    if torch.is_tensor(obj) and obj.numel() == 1: return obj.item()
-    if isinstance(obj, Path): return str(obj)
-    raise TypeError(f"cannot write a {type(obj).__name__} as JSON: {obj!r:.80}")
-
-def _json_bytes(obj) -> bytes:
-    "`obj` as indented UTF-8 JSON (raises before anything is written if it cannot be)."
-    return (json.dumps(obj, indent=2, default=_json_default) + "\n").encode()
-
-def atomic_write_json(path:str|Path, # the file to (over)write
-                      obj, # a JSON-serialisable object (numpy scalars and arrays, Paths and one-element tensors are converted)
-                     ) -> Path:
-    "Write `obj` as indented JSON to `path` atomically."
-    return atomic_write_bytes(path, _json_bytes(obj))
-
-def atomic_torch_save(obj, # anything `torch.save` accepts (a state_dict, a checkpoint dict)
-                      path:str|Path, # the file to (over)write
-                     ) -> Path:
-    "`torch.save(obj, path)` atomically: a crash mid-save leaves the previous file intact."
-    with _atomic_file(path) as f: torch.save(obj, f)
-    return Path(path)
+__all__ = ['RUN_FORMAT_VERSION', 'WEIGHTS_FILE', 'RUN_FILE', 'model_fingerprint', 'save_run', 'read_run', 'image_files',
+           'RunEmbedder', 'load_embedder']
 
 # %% ../nbs/11_inference.ipynb #550e7ce1
 _PREPROCESSING_KEYS = ("n_in", "size", "resize", "mean", "std")  # the data_config fields that decide what the model sees
 
+def _is_learner(obj) -> bool:
+    "A fastai `Learner` (told by its `model` and `dls`, so that inference need not import fastai's learner module)."
+    return isinstance(getattr(obj, "model", None), nn.Module) and hasattr(obj, "dls")
+
 def _unwrap_model(model):
     "The part of `model` that is saved: a `Learner`'s model, a `MetricModel`'s embedder (without its loss), else `model`."
-    if isinstance(model, Learner): model = model.model
+    if _is_learner(model): model = model.model
     if isinstance(model, MetricModel): model = model.embedder
     if not isinstance(model, nn.Module): raise TypeError(f"expected a torch model, a MetricModel or a Learner, got {type(model).__name__}")
     return model
@@ -104,7 +47,7 @@ def _with_preprocessing(weights_fingerprint:str, # `model_fingerprint` of the mo
                        ) -> str:
     "The fingerprint of a model (named by its weights fingerprint) together with the preprocessing fields of `data_config`."
     preprocessing = {k: data_config.get(k) for k in _PREPROCESSING_KEYS}  # tuples and lists, numpy and Python numbers: the same JSON
-    text = json.dumps({"model": weights_fingerprint, "preprocessing": preprocessing}, sort_keys=True, default=_json_default)
+    text = json.dumps({"model": weights_fingerprint, "preprocessing": preprocessing}, sort_keys=True, default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 def model_fingerprint(model:nn.Module, # an embedder (from `create_embedder`), a `MetricModel` or a `Learner`
@@ -112,12 +55,12 @@ def model_fingerprint(model:nn.Module, # an embedder (from `create_embedder`), a
                       data_config:dict|None=None, # its preprocessing (a `dml_config` or the `DMLDataLoaders`); None: a Learner's own, else none
                      ) -> str:
     "A short sha256 hex digest of the model's config and state_dict tensors (float32, sorted by name), and of its preprocessing if given."
-    if data_config is None and isinstance(model, Learner): data_config = getattr(model.dls, "dml_config", None)
+    if data_config is None and _is_learner(model): data_config = getattr(model.dls, "dml_config", None)
     if hasattr(data_config, "dml_config"): data_config = data_config.dml_config
     if data_config is not None and not isinstance(data_config, dict):
         raise TypeError(f"data_config must be a dict (the DataLoaders' dml_config), got {type(data_config).__name__}")
     model = _unwrap_model(model)
-    digest = hashlib.sha256(json.dumps(_fingerprint_config(model), sort_keys=True, default=_json_default).encode())
+    digest = hashlib.sha256(json.dumps(_fingerprint_config(model), sort_keys=True, default=json_default).encode())
     for name, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach().to("cpu")
         if tensor.is_floating_point(): tensor = tensor.float()
@@ -160,7 +103,7 @@ def save_run(run_dir:str|Path, # the run folder (created if needed; other files 
     weights_fingerprint = model_fingerprint(model)
     info = {"format_version": RUN_FORMAT_VERSION, "dml_nb_version": __version__, "model_config": config, "data_config": data_config,
             "fingerprint": _with_preprocessing(weights_fingerprint, data_config), "weights_fingerprint": weights_fingerprint, **extra}
-    run_json = _json_bytes(info)  # fails here, before anything is written, if a field is not JSON
+    run_json = json_bytes(info)  # fails here, before anything is written, if a field is not JSON
     state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save(state, run_dir / WEIGHTS_FILE)
     atomic_write_bytes(run_dir / RUN_FILE, run_json)  # last: run.json present means its weights were written
@@ -253,7 +196,7 @@ class RunEmbedder:
         with torch.no_grad():
             for chunk in (progress_bar(chunks, leave=False) if progress else chunks):
                 xb = chunk if torch.is_tensor(chunk) else self.preprocess(chunk)
-                embeddings = _embeddings_of(self.model(xb.to(self.device, torch.float32))).float()
+                embeddings = embeddings_of(self.model(xb.to(self.device, torch.float32))).float()
                 out.append((l2_normalize(embeddings) if normalize else embeddings).cpu())
         embeddings = torch.cat(out)
         if not torch.isfinite(embeddings).all():

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_learner.ipynb #1157f02e
 from __future__ import annotations
-import warnings
+import sys, warnings
 import numpy as np
 import torch
 import torch.nn as nn
@@ -20,28 +20,13 @@ from fastai.torch_core import params
 from fastprogress.fastprogress import progress_bar
 from .core import check_embeddings, LpDistance
 from .losses_base import WeightedLoss
-from .metrics import retrieval_metrics
+from .metrics import retrieval_metrics, metric_label
+from .models import MetricModel, embeddings_of
 
 # %% auto #0
-__all__ = ['MetricModel', 'BatchLoss', 'LossParamsCallback', 'DeviceMixedPrecision', 'MetricLearner', 'MiningCallback',
-           'CrossBatchMemory', 'CrossBatchMemoryCallback', 'RetrievalMetrics', 'RetrievalMetric',
-           'retrieval_metric_columns', 'CollapseWarningCallback', 'get_embeddings', 'metric_splitter', 'metric_learner']
-
-# %% ../nbs/08_learner.ipynb #869471cb
-class MetricModel(nn.Module):
-    "An embedding model together with its loss, so that the loss's parameters are trained, saved and distributed with it."
-    def __init__(self,
-                 embedder:nn.Module, # maps a batch of inputs to (n, d) embeddings (or (embeddings, logits))
-                 loss:nn.Module, # the metric loss; its parameters (if any) become part of this module
-                ):
-        super().__init__()
-        self.embedder, self.loss = embedder, loss
-
-    def forward(self, x): return self.embedder(x)
-
-    def loss_parameters(self) -> list:
-        "The loss's learnable parameters (proxies, class weights)."
-        return list(self.loss.parameters())
+__all__ = ['BatchLoss', 'LossParamsCallback', 'DeviceMixedPrecision', 'MetricLearner', 'MiningCallback', 'CrossBatchMemory',
+           'CrossBatchMemoryCallback', 'RetrievalMetrics', 'RetrievalMetric', 'retrieval_metric_columns',
+           'CollapseWarningCallback', 'get_embeddings', 'metric_splitter', 'metric_learner', 'EpochTable']
 
 # %% ../nbs/08_learner.ipynb #be57888a
 class BatchLoss(nn.Module):
@@ -112,10 +97,6 @@ class MetricLearner(Learner):
     def to_fp32(self): return self.remove_cb(MixedPrecision)
 
 # %% ../nbs/08_learner.ipynb #6dff670b
-def _embeddings_of(pred):
-    "The embeddings in a model's output: the output itself, or the first element of (embeddings, logits)."
-    return pred[0] if isinstance(pred, (tuple, list)) else pred
-
 class MiningCallback(Callback):
     "Run `miner` on every training batch and hand its tuples to the loss; record how many it found."
     order = 20
@@ -125,7 +106,7 @@ class MiningCallback(Callback):
     def before_fit(self): self.counts = []
     def after_pred(self):
         if not self.training: return
-        embeddings = _embeddings_of(self.pred).detach()
+        embeddings = embeddings_of(self.pred).detach()
         tuples = self.miner(embeddings, self.yb[0])
         self.learn.loss_func.context["indices_tuple"] = tuples
         self.counts.append(len(tuples[0]) if len(tuples) == 3 else len(tuples[0]) + len(tuples[2]))
@@ -191,7 +172,7 @@ class CrossBatchMemoryCallback(Callback):
     def __init__(self, memory:CrossBatchMemory): self.memory = memory
     def before_fit(self): self.memory.reset_queue()
     def after_pred(self):
-        if self.training: self.learn.loss_func.context.update(self.memory.context(_embeddings_of(self.pred), self.yb[0]))
+        if self.training: self.learn.loss_func.context.update(self.memory.context(embeddings_of(self.pred), self.yb[0]))
 
 # %% ../nbs/08_learner.ipynb #f008739c
 class RetrievalMetrics:
@@ -209,7 +190,7 @@ class RetrievalMetrics:
     def accumulate(self, learn):
         self.learn = learn
         # learn.to_detach gathers from every process (and drops padding) in distributed training
-        self.embeddings.append(learn.to_detach(_embeddings_of(learn.pred)).float().cpu())
+        self.embeddings.append(learn.to_detach(embeddings_of(learn.pred)).float().cpu())
         self.labels.append(learn.to_detach(learn.yb[0]).cpu())
 
     def compute(self) -> dict:
@@ -260,7 +241,7 @@ class CollapseWarningCallback(Callback):
 
     def after_batch(self):
         if not self.training or self.warned: return
-        embeddings = _embeddings_of(self.pred).detach().float()[:self.sample_size]
+        embeddings = embeddings_of(self.pred).detach().float()[:self.sample_size]
         if len(embeddings) < 2: return
         with torch.no_grad(): dist = LpDistance()(embeddings)
         mean_distance = dist.sum() / (len(dist) * (len(dist) - 1))
@@ -290,7 +271,7 @@ def get_embeddings(learn_or_model, # a `Learner` or an embedding model
         with torch.no_grad():
             for batch in (progress_bar(dl, leave=False) if progress else dl):
                 xb = batch[0] if isinstance(batch, (tuple, list)) else batch
-                embeddings.append(_embeddings_of(model(xb.to(device))).float().cpu())
+                embeddings.append(embeddings_of(model(xb.to(device))).float().cpu())
                 if isinstance(batch, (tuple, list)) and len(batch) > 1: labels.append(batch[1].cpu())
     finally: model.train(was_training)
     if not embeddings: raise ValueError("the DataLoader yielded no batches: nothing to embed")
@@ -344,6 +325,21 @@ def _embedding_size(model, dls) -> int:
     if hasattr(model, "embed_dim"): return int(model.embed_dim)
     xb = dls.one_batch()[0]
     was_training = model.training; model.eval()
-    with torch.no_grad(): out = _embeddings_of(model(xb[:2]))
+    with torch.no_grad(): out = embeddings_of(model(xb[:2]))
     model.train(was_training)
     return out.shape[1]
+
+# %% ../nbs/08_learner.ipynb #a84c3837
+class EpochTable:
+    "A fastai `logger` printing one aligned row per epoch (header first): the training table in a terminal."
+    def __init__(self, learn, # the `Learner` whose recorder's `metric_names` head the table
+                 file=None, # where to print; None for stdout
+                ): self.learn, self.file, self.widths = learn, file, None
+
+    def __call__(self, log):
+        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in log]
+        if self.widths is None:
+            names = [metric_label(str(n)) for n in self.learn.recorder.metric_names]
+            self.widths = [max(len(n), 7) for n in names]
+            print("  ".join(n.rjust(w) for n, w in zip(names, self.widths)), file=self.file or sys.stdout, flush=True)
+        print("  ".join(c.rjust(w) for c, w in zip(cells, self.widths)), file=self.file or sys.stdout, flush=True)

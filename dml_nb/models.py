@@ -10,35 +10,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import timm
+from timm.layers import SelectAdaptivePool2d
 from fastai.torch_core import params
 from .core import l2_normalize
 
 # %% auto #0
-__all__ = ['POOLS', 'BUILTIN_ARCHS', 'AvgPool', 'MaxPool', 'AvgMaxPool', 'CatAvgMaxPool', 'GeM', 'create_pool', 'L2Norm',
-           'conv_block', 'ConvNet', 'shifted_views', 'Embedder', 'create_backbone', 'create_embedder',
-           'embedder_from_config', 'embedder_splitter', 'freeze_bn_stats', 'EmbedderWithClassifier']
+__all__ = ['POOLS', 'BUILTIN_ARCHS', 'GeM', 'create_pool', 'pooled_width', 'L2Norm', 'conv_block', 'ConvNet', 'shifted_views',
+           'Embedder', 'create_backbone', 'create_embedder', 'embedder_from_config', 'embedder_splitter',
+           'freeze_bn_stats', 'EmbedderWithClassifier', 'embeddings_of', 'MetricModel']
 
 # %% ../nbs/06_models.ipynb #9c4e65e4
-class AvgPool(nn.Module):
-    "Global average pooling (SPoC): (n, C, h, w) -> (n, C)."
-    def forward(self, x): return x.mean((-2, -1))
-    def width(self, channels:int) -> int: return channels
-
-class MaxPool(nn.Module):
-    "Global max pooling (MAC): (n, C, h, w) -> (n, C)."
-    def forward(self, x): return x.amax((-2, -1))
-    def width(self, channels:int) -> int: return channels
-
-class AvgMaxPool(nn.Module):
-    "The mean of global average and max pooling, $\\frac12(\\text{avg} + \\text{max})$ (timm's `avgmax`): (n, C, h, w) -> (n, C)."
-    def forward(self, x): return 0.5 * (x.mean((-2, -1)) + x.amax((-2, -1)))
-    def width(self, channels:int) -> int: return channels
-
-class CatAvgMaxPool(nn.Module):
-    "Global average and max pooling concatenated (timm's `catavgmax`): (n, C, h, w) -> (n, 2C)."
-    def forward(self, x): return torch.cat([x.mean((-2, -1)), x.amax((-2, -1))], 1)
-    def width(self, channels:int) -> int: return 2 * channels
-
 class GeM(nn.Module):
     "Generalised-mean pooling (Radenović et al. 2018, eq. 3) with a learnable exponent `p`: (n, C, h, w) -> (n, C)."
     def __init__(self,
@@ -61,14 +42,20 @@ class GeM(nn.Module):
     def extra_repr(self) -> str: return f"p={self.p.item():.4f}, eps={self.eps}"
 
 # %% ../nbs/06_models.ipynb #7e446303
-POOLS = {"avg": AvgPool, "max": MaxPool, "gem": GeM, "avgmax": AvgMaxPool, "catavgmax": CatAvgMaxPool}
+POOLS = ("avg", "max", "avgmax", "catavgmax", "gem")  # the first four are timm's SelectAdaptivePool2d
 
-def create_pool(name:str, # "avg", "max", "gem", "avgmax" (mean of the two) or "catavgmax" (concatenation)
+def create_pool(name:str, # "avg", "max", "avgmax" (mean of the two), "catavgmax" (concatenation) or "gem"
                 **kwargs, # passed to the pooling module (e.g. `p=3.` for GeM)
                ) -> nn.Module:
-    "The global pooling module called `name`."
+    "The global pooling module called `name`: (n, C, h, w) -> (n, C')."
     if name not in POOLS: raise ValueError(f"unknown pool {name!r}: use one of {list(POOLS)}")
-    return POOLS[name](**kwargs)
+    return GeM(**kwargs) if name == "gem" else SelectAdaptivePool2d(pool_type=name, flatten=True, **kwargs)
+
+def pooled_width(pool:nn.Module, # a module from `create_pool`
+                 channels:int, # C, the channels of the feature map
+                ) -> int:
+    "C', the channels of the pooled vector: `2 * channels` for `catavgmax`, else `channels`."
+    return channels * pool.feat_mult() if isinstance(pool, SelectAdaptivePool2d) else channels
 
 # %% ../nbs/06_models.ipynb #3d1e974d
 class L2Norm(nn.Module):
@@ -138,7 +125,7 @@ class Embedder(nn.Module):
         if not isinstance(tta_shift, int) or tta_shift < 0: raise ValueError(f"tta_shift must be a non-negative integer, got {tta_shift!r}")
         self.backbone, self.pool = backbone, create_pool(pool)
         self.n_in, self.output_fmt, self.num_prefix_tokens, self.freeze_bn, self.tta_shift = n_in, output_fmt, num_prefix_tokens, freeze_bn, tta_shift
-        width = self.pool.width(num_features)
+        width = pooled_width(self.pool, num_features)
         layers = [nn.Dropout(dropout)] if dropout > 0 else []
         if embed_dim is not None: layers.append(nn.Linear(width, embed_dim, bias=neck is None))
         self.embed_dim = width if embed_dim is None else embed_dim
@@ -294,3 +281,25 @@ class EmbedderWithClassifier(nn.Module):
     def splitter(self, model:nn.Module|None=None) -> list:
         "fastai parameter groups [backbone, head + classifier] (see `embedder_splitter`)."
         return embedder_splitter(self if model is None else model)
+
+# %% ../nbs/06_models.ipynb #29387dff
+def embeddings_of(output, # a model's output: (n, d) embeddings, or a tuple whose first element they are
+                 ) -> torch.Tensor:
+    "The embeddings in a model's output: the output itself, or the first element of (embeddings, logits)."
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+# %% ../nbs/06_models.ipynb #8061a17a
+class MetricModel(nn.Module):
+    "An embedding model together with its loss, so that the loss's parameters are trained, saved and distributed with it."
+    def __init__(self,
+                 embedder:nn.Module, # maps a batch of inputs to (n, d) embeddings (or (embeddings, logits))
+                 loss:nn.Module, # the metric loss; its parameters (if any) become part of this module
+                ):
+        super().__init__()
+        self.embedder, self.loss = embedder, loss
+
+    def forward(self, x): return self.embedder(x)
+
+    def loss_parameters(self) -> list:
+        "The loss's learnable parameters (proxies, class weights)."
+        return list(self.loss.parameters())

@@ -113,17 +113,17 @@ def test_config_file_and_flags(trained):
     assert sorted(info["train_classes"] + info["valid_classes"]) == sorted(CLASSES)  # nested leaf folders are the classes
 
 def test_recipes_are_valid():
-    "Every recipe's keys are dml_train flags with values of the right type, and its loss exists."
-    from dml_nb.cli import read_config, dml_train, find_class
-    from dml_nb.losses import loss_classes
+    "Every recipe's keys are dml_train flags with values of the right type, and its loss and miner build."
+    import inspect
+    from dml_nb.cli import read_config
+    from dml_nb.pipeline import train_run, build_metric_loss, TRAIN_DEFAULTS
     recipes = sorted((root / "recipes").glob("*.yaml"))
     assert {p.name for p in recipes} >= {"digits.yaml", "omniglot.yaml", "cub200_resnet50.yaml"}
     for recipe in recipes:
-        options = read_config(recipe, dml_train)
-        find_class(options.get("loss", "multi_similarity"), loss_classes(), "loss")
-    from dml_nb.cli import script_defaults, TRAIN_DEFAULTS
-    defaults = {**script_defaults(dml_train), **TRAIN_DEFAULTS["omniglot"]}
-    omniglot = read_config(root / "recipes" / "omniglot.yaml", dml_train)
+        options = read_config(recipe, train_run)
+        build_metric_loss(options.get("loss", "multi_similarity"), options.get("loss_args"), options.get("miner"), options.get("miner_args"))
+    defaults = {**{k: p.default for k, p in inspect.signature(train_run).parameters.items()}, **TRAIN_DEFAULTS["omniglot"]}
+    omniglot = read_config(root / "recipes" / "omniglot.yaml", train_run)
     assert all(defaults[k] == v for k, v in omniglot.items() if k != "preset"), "omniglot.yaml must be the default job"
 
 def test_default_job(tmp_path):

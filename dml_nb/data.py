@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #c6604a8c
 from __future__ import annotations
-import os, json, shutil, struct, tempfile, urllib.request, warnings, zipfile, hashlib
+import os, json, shutil, struct, urllib.request, warnings, zipfile, hashlib
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path, PurePosixPath

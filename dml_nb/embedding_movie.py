@@ -4,7 +4,6 @@
 
 # %% ../nbs/10b_embedding_movie.ipynb #50974353
 from __future__ import annotations
-import os
 import tempfile
 import warnings
 from pathlib import Path

@@ -4,8 +4,7 @@
 
 # %% ../nbs/11_inference.ipynb #51da77ad
 from __future__ import annotations
-import hashlib, json, os, tempfile, warnings
-from contextlib import contextmanager
+import hashlib, json, warnings
 from pathlib import Path
 from typing import Sequence
 import numpy as np

@@ -183,14 +183,16 @@ def _fit(learn, epochs:int, lr:float, guard:DivergenceGuard, pick_best:bool) -> 
     return int(pd.read_csv(learn.path / "history.csv")["mean_average_precision_at_r"].idxmax()) if pick_best else None
 
 # %% ../nbs/13_pipeline.ipynb #7dcb006d
+def _baseline_rows(embeddings:dict, labels, items, **kwargs) -> dict:
+    "`baseline_report` of `embeddings`, with one-shot episodes inside each `parent` group when `items` names the drawers."
+    return baseline_report(embeddings, labels, items["parent"].astype(str).to_numpy() if "parent" in items else None,
+                           items["drawer"].to_numpy() if "drawer" in items else None, **kwargs)
+
 def _report(models:dict, dls, test_items, bs:int, n_way, episodes:int, seed:int) -> tuple:
     "`(embeddings, rows)`: each model's and the raw pixels' embeddings of the test images, and their metrics."
     labels = pd.factorize(test_items["label"].astype(str))[0]
     embeddings = embed_with_baselines(models, dls.test_dl(test_items, with_labels=False, bs=max(bs, 64)))
-    rows = baseline_report(embeddings, labels, test_items["parent"].astype(str).to_numpy() if "parent" in test_items else None,
-                           test_items["drawer"].to_numpy() if "drawer" in test_items else None, n_ways=n_way,
-                           episodes=episodes, seed=seed)
-    return embeddings, rows
+    return embeddings, _baseline_rows(embeddings, labels, test_items, n_ways=n_way, episodes=episodes, seed=seed)
 
 def _save_plots(folder, embeddings, test_items, seed):
     "umap.png and retrieval.png of the test classes' embeddings."
@@ -346,10 +348,8 @@ def evaluate_run(run_dir:str, # a run folder written by dml_train
     models = {"untrained": embedder_from_config(embedder.config).to(embedder.device), "trained": embedder.model}
     paths = items["path"].tolist()
     batches = (embedder.preprocess(paths[i:i + bs]) for i in range(0, len(paths), bs))
-    rows = baseline_report(embed_with_baselines(models, batches), np.unique(names, return_inverse=True)[1],
-                           items["parent"].astype(str).to_numpy() if "parent" in items else None,
-                           items["drawer"].to_numpy() if "drawer" in items else None, ks=tuple(k), n_ways=n_way,
-                           episodes=episodes, seed=seed)
+    rows = _baseline_rows(embed_with_baselines(models, batches), np.unique(names, return_inverse=True)[1], items,
+                          ks=tuple(k), n_ways=n_way, episodes=episodes, seed=seed)
     return dict(run=str(run_dir), fingerprint=embedder.fingerprint, data=str(data), scored=scored, n_images=len(items),
                 n_classes=len(set(names)), episodes=episodes if "drawer" in items else None, metrics=rows["trained"],
                 untrained=rows["untrained"], raw_pixels=rows["raw pixels"], verdict=baseline_verdict(rows))

@@ -9,14 +9,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from fastai.torch_core import set_seed
 
 # %% auto #0
-__all__ = ['check_embeddings', 'float32_context', 'l2_normalize', 'BaseDistance', 'LpDistance', 'DotProductSimilarity',
-           'CosineSimilarity', 'SNRDistance', 'pos_neg_masks', 'all_pairs_indices', 'all_triplets_indices',
-           'random_triplets_indices', 'convert_to_pairs', 'convert_to_triplets', 'convert_to_weights',
-           'seed_everything', 'get_device', 'name_key', 'snake_name', 'class_by_name', 'parameter_names',
-           'check_parameters']
+__all__ = ['check_embeddings', 'as_embeddings', 'as_labels', 'float32_context', 'l2_normalize', 'BaseDistance', 'LpDistance',
+           'DotProductSimilarity', 'CosineSimilarity', 'SNRDistance', 'pos_neg_masks', 'all_pairs_indices',
+           'all_triplets_indices', 'random_triplets_indices', 'convert_to_pairs', 'convert_to_triplets',
+           'convert_to_weights', 'seed_everything', 'get_device', 'name_key', 'snake_name', 'class_by_name',
+           'parameter_names', 'check_parameters']
 
 # %% ../nbs/00_core.ipynb #e18cf089
 def check_embeddings(embeddings:torch.Tensor, # (n, d) floating-point embeddings
@@ -26,11 +27,11 @@ def check_embeddings(embeddings:torch.Tensor, # (n, d) floating-point embeddings
     "Raise a `ValueError` naming the problem if `embeddings` (and `labels`) are not a valid DML batch."
     if not torch.is_tensor(embeddings): raise TypeError(f"{name} must be a torch.Tensor, got {type(embeddings).__name__}")
     if embeddings.ndim != 2: raise ValueError(f"{name} must be 2-D (batch_size, embedding_size), got shape {tuple(embeddings.shape)}")
-    if not embeddings.is_floating_point(): raise ValueError(f"{name} must be a floating-point tensor, got {embeddings.dtype}")
+    if not embeddings.is_floating_point(): raise ValueError(f"{name} must be floating-point, got {embeddings.dtype}")
     # one reduction first: a NaN or inf anywhere makes the sum non-finite (cheap on large batches)
     if not torch.isfinite(embeddings.sum()) and not torch.isfinite(embeddings).all():
-        bad = (~torch.isfinite(embeddings)).any(1).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"{name} contain NaN or infinite values (rows {bad}...)")
+        bad = (~torch.isfinite(embeddings)).any(1).nonzero().flatten()
+        raise ValueError(f"{name} has NaN or infinite values in {len(bad)} row(s), the first is row {bad[0]}")
     if labels is None: return
     if not torch.is_tensor(labels): raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     if labels.ndim != 1: raise ValueError(f"labels must be 1-D (batch_size,), got shape {tuple(labels.shape)}")
@@ -38,6 +39,46 @@ def check_embeddings(embeddings:torch.Tensor, # (n, d) floating-point embeddings
         raise ValueError(f"labels must be integers, got {labels.dtype}")
     if len(labels) != len(embeddings):
         raise ValueError(f"{name} and labels must have the same length, got {len(embeddings)} and {len(labels)}")
+
+# %% ../nbs/00_core.ipynb #c577dab5
+def as_embeddings(x, # (n, d) tensor or numpy array
+                  name:str="embeddings", # what to call `x` in error messages
+                  floating:bool=True, # False: accept any real numbers (integer pixels, say) and make them float32
+                 ) -> torch.Tensor:
+    "`x` as a detached, contiguous CPU tensor, checked; float64 stays float64, other dtypes become float32."
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf": raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+        # torch shares only writable, native-order, C-ordered memory: copy only when it cannot (embeddings can be large)
+        if not (x.flags.writeable and x.dtype.isnative and x.flags.c_contiguous):
+            x = np.array(x, dtype=x.dtype.newbyteorder("="), order="C")
+        x = torch.from_numpy(x)
+    if not torch.is_tensor(x): raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if not floating and x.dtype != torch.float64: x = x.float()
+    check_embeddings(x, name=name)  # 2-D, floating point, no NaN or infinity
+    if len(x) == 0: raise ValueError(f"{name} is empty: need at least one embedding")
+    if x.shape[1] == 0: raise ValueError(f"{name} have 0 dimensions: each embedding needs at least one value")
+    return x.detach().to("cpu", torch.float64 if x.dtype == torch.float64 else torch.float32).contiguous()
+
+# %% ../nbs/00_core.ipynb #b6156fc8
+def as_labels(labels, # (n,) tensor, numpy array, list or pandas Series of labels
+              n:int|None=None, # how many things they label; None: any number
+              name:str="labels", # what to call `labels` in error messages
+              what:str="embeddings", # what they label, for error messages
+              integer:bool=True, # True: class ids, returned as int64; False: class names allowed too
+             ) -> np.ndarray:
+    "`labels` as a 1-D numpy array (of `n` entries), checked."
+    if torch.is_tensor(labels): labels = labels.detach().cpu().numpy()
+    labels = np.array(labels)  # a copy: pandas may hand out read-only arrays
+    if labels.ndim != 1: raise ValueError(f"{name} must be 1-D, got shape {labels.shape}")
+    if len(labels) == 0: raise ValueError(f"{name} is empty")
+    if n is not None and len(labels) != n:
+        raise ValueError(f"{name} has {len(labels)} entries but there are {n} {what}: they must have the same length")
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all(): raise ValueError(f"{name} has NaN or infinite values")
+    if not integer: return labels
+    if labels.dtype.kind not in "iu":
+        got = "text" if labels.dtype.kind in "USO" else labels.dtype
+        raise ValueError(f"{name} must be integers, got {got}: number class names first, e.g. np.unique(labels, return_inverse=True)[1]")
+    return labels.astype(np.int64)
 
 # %% ../nbs/00_core.ipynb #64d1346c
 def float32_context(tensor:torch.Tensor): # any tensor on the device where the work happens
@@ -81,16 +122,23 @@ class BaseDistance(nn.Module):
     def maybe_normalize(self, embeddings, dim=1, **kwargs):
         return self.normalize(embeddings, dim=dim, **kwargs) if self.normalize_embeddings else embeddings
     def get_norm(self, embeddings, dim=1, **kwargs): return torch.norm(embeddings, p=self.p, dim=dim, **kwargs)
-    def smallest_dist(self, *args, **kwargs):
-        "`min` for distances, `max` for similarities: the comparison that means 'closest'."
-        return torch.max(*args, **kwargs) if self.is_inverted else torch.min(*args, **kwargs)
-    def largest_dist(self, *args, **kwargs):
-        "`max` for distances, `min` for similarities: the comparison that means 'farthest'."
-        return torch.min(*args, **kwargs) if self.is_inverted else torch.max(*args, **kwargs)
-    def margin(self, x, y):
-        "How much farther `x` is than `y` (positive when `x` is the farther one)."
-        return y - x if self.is_inverted else x - y
     def __repr__(self): return f"{type(self).__name__}(normalize_embeddings={self.normalize_embeddings}, p={self.p}, power={self.power})"
+
+# %% ../nbs/00_core.ipynb #677aa4a3
+@patch
+def smallest_dist(self:BaseDistance, *args, **kwargs):
+    "`min` for distances, `max` for similarities: the comparison that means 'closest'."
+    return torch.max(*args, **kwargs) if self.is_inverted else torch.min(*args, **kwargs)
+
+@patch
+def largest_dist(self:BaseDistance, *args, **kwargs):
+    "`max` for distances, `min` for similarities: the comparison that means 'farthest'."
+    return torch.min(*args, **kwargs) if self.is_inverted else torch.max(*args, **kwargs)
+
+@patch
+def margin(self:BaseDistance, x, y):
+    "How much farther `x` is than `y` (positive when `x` is the farther one)."
+    return y - x if self.is_inverted else x - y
 
 # %% ../nbs/00_core.ipynb #4855f2cd
 class LpDistance(BaseDistance):
@@ -115,6 +163,7 @@ class CosineSimilarity(DotProductSimilarity):
         if not kwargs.pop("normalize_embeddings", True): raise ValueError("CosineSimilarity always normalises embeddings")
         super().__init__(normalize_embeddings=True, **kwargs)
 
+# %% ../nbs/00_core.ipynb #f5f4b2a0
 class SNRDistance(BaseDistance):
     "Signal-to-noise ratio distance $\\operatorname{var}(q - r) / \\operatorname{var}(q)$ (Yuan et al. 2019, eq. 5)."
     def __init__(self, **kwargs):

@@ -16,7 +16,7 @@ from fastai.callback.core import Callback
 from fastai.torch_core import to_device
 from .files import atomic_write_bytes
 from .models import embeddings_of
-from .vis import class_palette, _new_figure, _class_legend, _axis_names, _numba_without_openmp
+from .vis import class_palette, new_figure, class_legend, axis_names, numba_without_openmp
 
 # %% auto #0
 __all__ = ['loss_proxies', 'project_snapshots', 'EmbeddingSnapshots', 'plot_embedding_movie', 'save_embedding_movie']
@@ -60,7 +60,7 @@ def _fitted_projection(target:np.ndarray, method:str, seed:int):
         return pca.transform, pca.transform(target)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")
-        _numba_without_openmp()
+        numba_without_openmp()
         import umap
         reducer = umap.UMAP(n_components=2, random_state=seed, n_neighbors=min(15, len(target) - 1), n_jobs=1).fit(target.astype(np.float32))
     def transform(x):
@@ -180,7 +180,7 @@ def _movie_style(frames:list) -> dict:
     lo, hi = xy.min(0), xy.max(0)
     pad = 0.06 * np.maximum(hi - lo, 1e-6)
     method = frames[0].get("method")
-    return dict(classes=classes, colours=class_palette(len(classes)), limits=(lo - pad, hi + pad), axis_names=_axis_names(method),
+    return dict(classes=classes, colours=class_palette(len(classes)), limits=(lo - pad, hi + pad), axis_names=axis_names(method),
                 size=float(np.clip(3000 / len(frames[0]["points"]), 4, 30)))
 
 def _draw_frame(ax, frame:dict, style:dict):
@@ -196,7 +196,7 @@ def _draw_frame(ax, frame:dict, style:dict):
 
 def _movie_legend(ax, frames, style, class_names):
     star = [Line2D([], [], ls="", marker="*", ms=12, color="white", markeredgecolor="black", label="proxy / class weight")] if any(f["proxies"] is not None for f in frames) else []
-    _class_legend(ax, style["classes"], style["colours"], class_names, extra=star)
+    class_legend(ax, style["classes"], style["colours"], class_names, extra=star)
 
 def _movie_title(frames:list) -> str:
     method = frames[0].get("method")
@@ -212,7 +212,7 @@ def plot_embedding_movie(snapshots, # an `EmbeddingSnapshots` callback after tra
     if not isinstance(ncols, (int, np.integer)) or ncols < 1: raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
     ncols = min(ncols, len(frames)); nrows = int(np.ceil(len(frames) / ncols))
     style = _movie_style(frames)
-    fig, axs = _new_figure((3.1 * ncols + 1.8, 3.0 * nrows + 0.5), nrows, ncols)
+    fig, axs = new_figure((3.1 * ncols + 1.8, 3.0 * nrows + 0.5), nrows, ncols)
     for ax, frame in zip(axs.flat, frames): _draw_frame(ax, frame, style)
     for ax in axs.flat[len(frames):]: fig.delaxes(ax)  # one axes per frame, no empty panels
     _movie_legend(axs.flat[ncols - 1], frames, style, class_names)
@@ -234,7 +234,7 @@ def save_embedding_movie(snapshots, # an `EmbeddingSnapshots` callback after tra
     if not fps > 0: raise ValueError(f"fps must be positive, got {fps!r}")
     frames, class_names = _movie_frames(snapshots, class_names)
     style = _movie_style(frames)
-    fig, axs = _new_figure((7, 5))
+    fig, axs = new_figure((7, 5))
     with tempfile.TemporaryDirectory() as scratch:  # PillowWriter wants a file name; the result is then written atomically
         frames_file = Path(scratch) / "movie.gif"
         writer = PillowWriter(fps=fps)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 import faiss
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
-from .core import check_embeddings
+from .core import as_embeddings, as_labels
 
 # %% auto #0
 __all__ = ['RAW_PIXELS_SIDE', 'knn_search', 'cluster_labels', 'clustering_scores', 'metric_names', 'retrieval_metrics',
@@ -27,15 +27,6 @@ _CHUNK = 2**22  # neighbour-table entries handled at once after the search: keep
 _MAX_ABS = 2.0**60  # |entry| * sqrt(4d) above this: squared distances (up to 4d|entry|^2) near float32's 2^128
 _MIN_ABS = 2.0**-60  # |entry| below this: squares near float32's smallest normal, 2^-126, lose their digits
 
-def _as_embeddings(x, name:str) -> torch.Tensor:
-    "`x` (tensor or array) as a contiguous CPU tensor (float64 stays float64, other floats become float32), checked."
-    if isinstance(x, np.ndarray): x = torch.from_numpy(x)
-    if not torch.is_tensor(x): raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
-    check_embeddings(x, name=name)  # 2-D, floating point, no NaN or infinity
-    if len(x) == 0: raise ValueError(f"{name} is empty: need at least one embedding")
-    if x.shape[1] == 0: raise ValueError(f"{name} have 0 dimensions: each embedding needs at least one value")
-    return x.detach().to("cpu", torch.float64 if x.dtype == torch.float64 else torch.float32).contiguous()
-
 def _for_faiss(*embeddings:torch.Tensor) -> tuple[list[np.ndarray], int]:
     "Float32 arrays for faiss, all multiplied by one power of two, `2**shift`, when their squared distances would leave float32's range; and `shift`."
     top = max(float(x.abs().max()) for x in embeddings)
@@ -44,16 +35,6 @@ def _for_faiss(*embeddings:torch.Tensor) -> tuple[list[np.ndarray], int]:
     shift = -math.frexp(top)[1]  # the largest |entry| lands in [1/2, 1); a power of two, so every product is exact
     with np.errstate(under="ignore"):
         return [np.ldexp(x.double().numpy(), shift).astype(np.float32) for x in embeddings], shift
-
-def _as_labels(labels, embeddings:torch.Tensor, name:str) -> torch.Tensor:
-    "`labels` (tensor or array) as an int64 CPU tensor, checked against `embeddings`."
-    if isinstance(labels, np.ndarray):
-        if labels.dtype.kind in "USO": raise ValueError(f"{name} must be integers, got text ({labels.dtype}): number them first, e.g. np.unique(labels, return_inverse=True)[1]")
-        labels = torch.from_numpy(np.array(labels))  # a copy: pandas may hand out read-only arrays
-    if not torch.is_tensor(labels): raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(labels).__name__}")
-    try: check_embeddings(embeddings, labels.cpu(), name=name.replace("labels", "embeddings"))
-    except (ValueError, TypeError) as e: raise type(e)(str(e).replace("labels", name, 1)) from None
-    return labels.detach().to("cpu", torch.int64)
 
 def _number_labels(query_labels, reference_labels=None) -> tuple:
     "Text labels (numpy strings or objects) numbered 0, 1, ... jointly over both sets, with the text of each number; integer labels pass through (text None)."
@@ -104,9 +85,9 @@ def knn_search(query:torch.Tensor|np.ndarray, # (n, d) query embeddings, tensor 
                reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None searches `query` leaving each query out
               ) -> tuple[torch.Tensor, torch.Tensor]:
     "Exact `k` nearest references of each query by squared L2 distance: (n, k) float32 distances (inf beyond float32's range) and int64 indices."
-    query = _as_embeddings(query, "query")
+    query = as_embeddings(query, "query")
     if reference is not None:
-        reference = _as_embeddings(reference, "reference")
+        reference = as_embeddings(reference, "reference")
         if reference.shape[1] != query.shape[1]:
             raise ValueError(f"query and reference must have the same embedding size, got {query.shape[1]} and {reference.shape[1]}")
     available = len(query) - 1 if reference is None else len(reference)
@@ -144,7 +125,7 @@ def cluster_labels(embeddings:torch.Tensor|np.ndarray, # (n, d) embeddings, tens
                    niter:int=20, # k-means iterations (PML's setting)
                   ) -> np.ndarray:
     "Cluster id of each embedding from faiss k-means with a fixed seed."
-    (x,), _ = _for_faiss(_as_embeddings(embeddings, "embeddings"))  # rescaled like the search: the same clusters
+    (x,), _ = _for_faiss(as_embeddings(embeddings, "embeddings"))  # rescaled like the search: the same clusters
     if not 1 <= n_clusters <= len(x): raise ValueError(f"n_clusters must be between 1 and the number of embeddings ({len(x)}), got {n_clusters}")
     # min_points_per_centroid=1 only silences faiss's 'please provide more points' warning: same clusters
     kmeans = faiss.Kmeans(x.shape[1], int(n_clusters), niter=niter, seed=seed, min_points_per_centroid=1)
@@ -155,8 +136,8 @@ def clustering_scores(labels:np.ndarray|list, # (n,) true class labels
                       clusters:np.ndarray|list, # (n,) cluster assignments
                      ) -> dict:
     "NMI and AMI of `clusters` against `labels` (scikit-learn, arithmetic normalisation)."
-    labels, clusters = np.asarray(labels), np.asarray(clusters)
-    if labels.shape != clusters.shape: raise ValueError(f"labels and clusters must have the same length, got {labels.shape} and {clusters.shape}")
+    labels = as_labels(labels, integer=False)
+    clusters = as_labels(clusters, len(labels), "clusters", "labels", integer=False)
     return {"NMI": float(normalized_mutual_info_score(labels, clusters)), "AMI": float(adjusted_mutual_info_score(labels, clusters))}
 
 # %% ../nbs/07_metrics.ipynb #e30834b2
@@ -199,13 +180,13 @@ def _warn_if_trivial(n_classes:int, r:torch.Tensor, query_ids:torch.Tensor, retr
 # %% ../nbs/07_metrics.ipynb #3107d605
 def _checked_inputs(query, query_labels, reference, reference_labels) -> tuple:
     "Query and reference (None: leave-one-out) as checked tensors, their labels as int64 (text numbered jointly), and the text of each number (None for integers)."
-    query = _as_embeddings(query, "query")
+    query = as_embeddings(query, "query")
     if (reference is None) != (reference_labels is None): raise ValueError("give both reference and reference_labels, or neither")
     query_labels, reference_labels, label_text = _number_labels(query_labels, reference_labels)
-    query_labels = _as_labels(query_labels, query, "query_labels")
+    query_labels = torch.from_numpy(as_labels(query_labels, len(query), "query_labels"))
     if reference is None: return query, query_labels, None, None, label_text
-    reference = _as_embeddings(reference, "reference")
-    reference_labels = _as_labels(reference_labels, reference, "reference_labels")
+    reference = as_embeddings(reference, "reference")
+    reference_labels = torch.from_numpy(as_labels(reference_labels, len(reference), "reference_labels"))
     if reference.shape[1] != query.shape[1]:
         raise ValueError(f"query and reference must have the same embedding size, got {query.shape[1]} and {reference.shape[1]}")
     return query, query_labels, reference, reference_labels, label_text
@@ -301,8 +282,8 @@ def knn_predict(query:torch.Tensor|np.ndarray, # (n, d) query embeddings
                 k:int=5, # neighbours that vote
                ) -> torch.Tensor:
     "Majority vote of the `k` nearest references' labels; ties go to the class with the nearest member."
-    reference = _as_embeddings(reference, "reference")
-    reference_labels = _as_labels(reference_labels, reference, "reference_labels")
+    reference = as_embeddings(reference, "reference")
+    reference_labels = torch.from_numpy(as_labels(reference_labels, len(reference), "reference_labels"))
     _, idx = knn_search(query, k, reference)
     return majority_vote(reference_labels[idx])
 
@@ -322,10 +303,10 @@ def knn_accuracy(query:torch.Tensor|np.ndarray, # (n, d) query embeddings, tenso
                  k:int=5, # neighbours that vote
                 ) -> float:
     "Accuracy of the `k`-nearest-neighbour majority vote (ties go to the class with the nearest member)."
-    query = _as_embeddings(query, "query")
+    query = as_embeddings(query, "query")
     if (reference is None) != (reference_labels is None): raise ValueError("give both reference and reference_labels, or neither")
     query_labels, reference_labels, _ = _number_labels(query_labels, reference_labels)
-    query_labels = _as_labels(query_labels, query, "query_labels")
+    query_labels = torch.from_numpy(as_labels(query_labels, len(query), "query_labels"))
     if reference is None:  # leave-one-out: vote among the other queries
         predicted = majority_vote(query_labels[knn_search(query, k)[1]])
     else: predicted = knn_predict(query, reference, reference_labels, k)
@@ -334,9 +315,8 @@ def knn_accuracy(query:torch.Tensor|np.ndarray, # (n, d) query embeddings, tenso
 # %% ../nbs/07_metrics.ipynb #2e9fbc5b
 def _one_shot_tables(labels, groups, drawers) -> tuple[dict, dict, dict]:
     "The position of each (character, drawer), the drawers of each character and the sorted characters of each alphabet, checked."
-    labels, groups, drawers = np.asarray(labels), np.asarray(groups), np.asarray(drawers)
-    if not len(labels) == len(groups) == len(drawers): raise ValueError("labels, groups and drawers must have the same length")
-    if len(labels) == 0: raise ValueError("labels is empty: need drawings to draw episodes from")
+    labels = as_labels(labels, integer=False)
+    groups, drawers = (as_labels(x, len(labels), name, "labels", integer=False) for x, name in ((groups, "groups"), (drawers, "drawers")))
     index = {}  # (character, drawer) -> position
     for i, key in enumerate(zip(labels.tolist(), drawers.tolist())):
         if key in index: raise ValueError(f"character {key[0]!r} has two drawings by drawer {key[1]!r}")
@@ -373,9 +353,7 @@ def one_shot_accuracy(embeddings:torch.Tensor|np.ndarray, # (n, d) embeddings (o
                       episodes:list, # (support, query) index arrays, from `one_shot_episodes`
                      ) -> np.ndarray:
     "Accuracy of each episode: the fraction of queries whose nearest support (Euclidean; a tie goes to the first) is their own character."
-    x = torch.from_numpy(embeddings) if isinstance(embeddings, np.ndarray) else embeddings
-    check_embeddings(x, name="embeddings")  # a tensor, 2-D, floating point, no NaN or infinity
-    x = x.detach().to("cpu", torch.float64)
+    x = as_embeddings(embeddings).double()
     top = float(x.abs().max()) if x.numel() else 0.
     if top > 0: x = torch.from_numpy(np.ldexp(x.numpy(), -math.frexp(top)[1]))  # one power of two, exact: squares neither overflow nor underflow
     accuracies = np.empty(len(episodes))

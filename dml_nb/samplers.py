@@ -8,19 +8,12 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 from fastai.data.core import TfmdDL
+from .core import as_labels
 
 # %% auto #0
 __all__ = ['MPerClassSampler', 'HierarchicalSampler', 'FixedSetOfTriplets', 'BatchSamplerDL', 'with_batch_sampler']
 
 # %% ../nbs/01_samplers.ipynb #9de7c013
-def _as_int_labels(labels, name="labels") -> np.ndarray:
-    "Labels as a 1-D integer numpy array, or a `ValueError` naming the problem."
-    arr = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
-    if arr.ndim != 1: raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if len(arr) == 0: raise ValueError(f"{name} is empty")
-    if not np.issubdtype(arr.dtype, np.integer): raise ValueError(f"{name} must be integers, got dtype {arr.dtype} (map class names to ids first)")
-    return arr.astype(np.int64)
-
 def _dist_rank_world(rank, world_size):
     "The (rank, world_size) given, or torch.distributed's when it is initialised, or (0, 1)."
     if rank is None or world_size is None:
@@ -33,7 +26,7 @@ def _dist_rank_world(rank, world_size):
 class _EpochSampler(Sampler):
     "Shared machinery: a batch sampler whose epochs are deterministic in (seed, epoch) and dealt to ranks."
     def __init__(self, labels, m, batch_size, seed, rank, world_size):
-        self.labels = _as_int_labels(labels)
+        self.labels = as_labels(labels)
         if m < 1: raise ValueError(f"m must be >= 1, got {m}")
         if batch_size % m: raise ValueError(f"batch_size ({batch_size}) must be a multiple of m ({m})")
         self.m, self.batch_size, self.classes_per_batch = int(m), int(batch_size), batch_size // m
@@ -128,7 +121,7 @@ class HierarchicalSampler(_EpochSampler):
                  world_size:int|None=None, # number of processes; None for torch.distributed's (or 1)
                 ):
         super().__init__(labels, m, batch_size, seed, rank, world_size)
-        parents = _as_int_labels(parent_labels, "parent_labels")
+        parents = as_labels(parent_labels, name="parent_labels")
         if len(parents) != len(self.labels): raise ValueError(f"labels and parent_labels must have the same length, got {len(self.labels)} and {len(parents)}")
         self.parent_of = []
         for c, members in enumerate(self.members):
@@ -155,7 +148,7 @@ class FixedSetOfTriplets(Sampler):
                  triplets_per_batch:int=32, # triplets per batch (a batch has 3 x this many items)
                  seed:int|None=None, # the triplets and epochs are functions of the seed
                 ):
-        self.labels = _as_int_labels(labels)
+        self.labels = as_labels(labels)
         if num_triplets < 1: raise ValueError(f"num_triplets must be >= 1, got {num_triplets}")
         classes = np.unique(self.labels)
         if len(classes) < 2: raise ValueError("triplets need at least 2 classes")

@@ -17,47 +17,16 @@ from matplotlib.offsetbox import OffsetImage, AnnotationBbox
 from PIL import Image
 from sklearn.metrics import confusion_matrix
 from fastai.learner import Learner, Recorder
+from .core import as_embeddings, as_labels
 from .metrics import knn_search, knn_predict, majority_vote
 
 # %% auto #0
-__all__ = ['MATCH_COLOUR', 'MISMATCH_COLOUR', 'QUERY_COLOUR', 'class_palette', 'project_2d', 'plot_embedding_map',
-           'plot_embedding_thumbnails', 'plot_similarity_matrix', 'plot_knn_confusion', 'plot_retrieval_grid',
-           'retrieval_grid_from_embeddings', 'plot_per_class_metrics', 'training_history', 'plot_training_curves']
+__all__ = ['MATCH_COLOUR', 'MISMATCH_COLOUR', 'QUERY_COLOUR', 'new_figure', 'class_palette', 'numba_without_openmp', 'project_2d',
+           'axis_names', 'class_legend', 'plot_embedding_map', 'plot_embedding_thumbnails', 'plot_similarity_matrix',
+           'plot_knn_confusion', 'plot_retrieval_grid', 'retrieval_grid_from_embeddings', 'plot_per_class_metrics',
+           'training_history', 'plot_training_curves']
 
 # %% ../nbs/10_vis.ipynb #666b1140
-def _as_points(x, # (n, d) tensor or array
-               name:str="embeddings", # what `x` is, for error messages
-              ) -> np.ndarray:
-    "`x` as a finite (n, d) float64 numpy array, or a clear error."
-    if torch.is_tensor(x): x = x.detach().float().cpu().numpy()
-    if not isinstance(x, np.ndarray): raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
-    if x.ndim != 2: raise ValueError(f"{name} must be 2-D (n, d), got shape {tuple(x.shape)}")
-    if x.size == 0: raise ValueError(f"{name} is empty: got shape {tuple(x.shape)}")
-    if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x): raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
-    x = x.astype(np.float64)
-    bad = ~np.isfinite(x).all(1)
-    if bad.any(): raise ValueError(f"{name} has NaN or infinite values in {bad.sum()} row(s), the first is row {np.flatnonzero(bad)[0]}")
-    return x
-
-def _as_labels(labels, # (n,) tensor, array or list of class labels
-               n:int|None, # the number of embeddings (or images) they label; None: any
-               name:str="labels", # what `labels` is, for error messages
-               what:str="embeddings", # what they label, for error messages
-              ) -> np.ndarray:
-    "`labels` as a 1-D numpy array of length `n`, or a clear error."
-    if torch.is_tensor(labels): labels = labels.detach().cpu().numpy()
-    labels = np.asarray(labels)
-    if labels.ndim != 1: raise ValueError(f"{name} must be 1-D, got shape {labels.shape}")
-    if n is not None and len(labels) != n: raise ValueError(f"{name} has {len(labels)} entries but there are {n} {what}")
-    if labels.dtype.kind == "f" and not np.isfinite(labels).all(): raise ValueError(f"{name} has NaN or infinite values")
-    return labels
-
-def _as_class_ids(labels, n:int, name:str="labels") -> torch.Tensor:
-    "Integer class ids as an int64 tensor (what the kNN functions take)."
-    labels = _as_labels(labels, n, name)
-    if labels.dtype.kind not in "iu": raise TypeError(f"{name} must be integer class ids, got dtype {labels.dtype}")
-    return torch.from_numpy(labels.astype(np.int64))
-
 def _class_name(label, class_names) -> str:
     "The display name of `label`: `class_names[label]` (a list indexed by class id, or a dict), else `str(label)`."
     if class_names is None: return str(label)
@@ -66,7 +35,7 @@ def _class_name(label, class_names) -> str:
         raise ValueError(f"class_names has {len(class_names)} names but a label is {label!r}: give a name for every class id, or a dict")
     return str(class_names[int(label)])
 
-def _new_figure(figsize:tuple, nrows:int=1, ncols:int=1, **kwargs):
+def new_figure(figsize:tuple, nrows:int=1, ncols:int=1, **kwargs):
     "A pyplot-free `Figure` (nothing to close, nothing shown twice) and its (nrows, ncols) axes."
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
@@ -89,7 +58,7 @@ def class_palette(n:int, # number of classes
 # %% ../nbs/10_vis.ipynb #8101260a
 _METHODS = ("umap", "tsne", "pca")
 
-def _numba_without_openmp():
+def numba_without_openmp():
     "Make numba use its 'workqueue' threads, unless a threading layer is already chosen or running."
     # numba's default OpenMP layer leaves idle threads spinning after UMAP: on a small machine torch and t-SNE in the
     # same process then run many times slower. A seeded UMAP is single-threaded anyway, so nothing is lost.
@@ -105,7 +74,7 @@ def project_2d(embeddings:torch.Tensor|np.ndarray, # (n, d) embeddings, tensor o
               ) -> np.ndarray:
     "(n, 2) coordinates of `embeddings` from UMAP, t-SNE or PCA, deterministic for a given `seed`."
     if method not in _METHODS: raise ValueError(f"unknown method {method!r}: use one of {list(_METHODS)}")
-    x = _as_points(embeddings)
+    x = as_embeddings(embeddings, floating=False).numpy()
     n, d = x.shape
     if d < 2: raise ValueError(f"embeddings must have at least 2 dimensions to project to 2, got {d}")
     need = 2 if method == "pca" else 4
@@ -121,7 +90,7 @@ def project_2d(embeddings:torch.Tensor|np.ndarray, # (n, d) embeddings, tensor o
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")  # a seed makes UMAP single-threaded: that is the point
         warnings.filterwarnings("ignore", message=".*(spectral initialisation|k >= N|n_neighbors is larger).*")
-        _numba_without_openmp()
+        numba_without_openmp()
         import umap
         defaults = dict(n_components=2, random_state=seed, n_neighbors=min(15, n - 1), n_jobs=1)
         return umap.UMAP(**{**defaults, **kwargs}).fit_transform(x.astype(np.float32)).astype(np.float64)
@@ -133,20 +102,20 @@ def _points_for(embeddings, points, labels, method:str, seed:int) -> tuple[np.nd
     "Checked labels and (n, 2) points: the precomputed `points`, or the projection of `embeddings` (lengths checked first)."
     if points is None:
         if embeddings is None: raise ValueError("give embeddings to project, or precomputed 2-D points")
-        labels = _as_labels(labels, len(_as_points(embeddings)))
+        labels = as_labels(labels, len(as_embeddings(embeddings, floating=False)), integer=False)
         return labels, project_2d(embeddings, method, seed)
-    points = _as_points(points, "points")
+    points = as_embeddings(points, "points", floating=False).numpy()
     if points.shape[1] != 2: raise ValueError(f"points must be (n, 2) coordinates, got shape {points.shape}")
-    return _as_labels(labels, len(points), what="points"), points
+    return as_labels(labels, len(points), what="points", integer=False), points
 
 _METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 
-def _axis_names(method:str|None) -> tuple[str, str]:
+def axis_names(method:str|None) -> tuple[str, str]:
     "Axis labels of a 2-D map made by `method` (None: given coordinates)."
     name = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PC"}.get(method, "dimension")
     return f"{name} 1", f"{name} 2"
 
-def _class_legend(ax, classes, colours, class_names, title:str="class", extra=()):
+def class_legend(ax, classes, colours, class_names, title:str="class", extra=()):
     "A legend with one marker per class (and `extra` handles), outside the axes on the right; none for many classes."
     if len(classes) > _LEGEND_MAX and not extra: return
     handles = [Line2D([], [], ls="", marker="o", color=colours[i], label=_class_name(c, class_names))
@@ -167,17 +136,17 @@ def plot_embedding_map(embeddings:torch.Tensor|np.ndarray|None, # (n, d) embeddi
     labels, points = _points_for(embeddings, points, labels, method, seed)
     classes, ids = np.unique(labels, return_inverse=True)
     colours = class_palette(len(classes))
-    if ax is None: fig, axs = _new_figure((7, 5.5)); ax = axs[0, 0]
+    if ax is None: fig, axs = new_figure((7, 5.5)); ax = axs[0, 0]
     fig = ax.figure
     size = float(np.clip(4000 / len(points), 4, 40))  # smaller dots for more points
     ax.scatter(points[:, 0], points[:, 1], c=colours[ids], s=size, alpha=0.8, linewidths=0)
-    xlabel, ylabel = _axis_names(method if projected else None)
+    xlabel, ylabel = axis_names(method if projected else None)
     ax.set_xlabel(xlabel); ax.set_ylabel(ylabel)
     if title is None:
         title = f"{len(points)} embeddings, {len(classes)} classes" + (f" ({_METHOD_NAMES[method]})" if projected else "")
         if len(classes) > _LEGEND_MAX: title += ": too many for a legend"
     ax.set_title(title)
-    _class_legend(ax, classes, colours, class_names)
+    class_legend(ax, classes, colours, class_names)
     return fig
 
 # %% ../nbs/10_vis.ipynb #f13d413c
@@ -235,11 +204,11 @@ def plot_embedding_thumbnails(embeddings:torch.Tensor|np.ndarray|None, # (n, d) 
     framed = labels is not None
     if not framed:  # one dummy class: the lengths are still checked
         source = embeddings if projected else points
-        labels = np.zeros(0 if source is None else len(_as_points(source, "embeddings" if projected else "points")))
+        labels = np.zeros(0 if source is None else len(as_embeddings(source, "embeddings" if projected else "points", floating=False)))
     labels, points = _points_for(embeddings, points, labels, method, seed)
     _check_images(images, len(points))
     shown = np.sort(np.random.default_rng(seed).choice(len(points), min(n, len(points)), replace=False))
-    fig, axs = _new_figure((9, 8)); ax = axs[0, 0]
+    fig, axs = new_figure((9, 8)); ax = axs[0, 0]
     ax.scatter(points[:, 0], points[:, 1], s=4, c="lightgrey", linewidths=0)
     classes, ids = np.unique(labels, return_inverse=True)
     colours = class_palette(len(classes))
@@ -251,11 +220,11 @@ def plot_embedding_thumbnails(embeddings:torch.Tensor|np.ndarray|None, # (n, d) 
         frame = dict(edgecolor=colours[ids[i]], linewidth=2) if framed else None
         ax.add_artist(AnnotationBbox(box, points[i], frameon=framed, pad=0.15, bboxprops=frame))
     ax.margins(0.06)  # room for the thumbnails at the edges
-    xlabel, ylabel = _axis_names(method if projected else None)
+    xlabel, ylabel = axis_names(method if projected else None)
     ax.set_xlabel(xlabel); ax.set_ylabel(ylabel)
     ax.set_title(f"{len(shown)} of {len(points)} images at their embeddings" + (f" ({_METHOD_NAMES[method]})" if projected else "")
                  + (": frame colour = class" if framed else ""))
-    if framed: _class_legend(ax, classes, colours, class_names)
+    if framed: class_legend(ax, classes, colours, class_names)
     return fig
 
 # %% ../nbs/10_vis.ipynb #d0e19917
@@ -278,8 +247,8 @@ def plot_similarity_matrix(embeddings:torch.Tensor|np.ndarray, # (n, d) embeddin
                            class_names:list|dict|None=None, # display names of the classes
                           ) -> Figure:
     "Cosine similarity of every pair, items sorted by class: a good embedding shows bright diagonal blocks."
-    x = _as_points(embeddings)
-    labels = _as_labels(labels, len(x))
+    x = as_embeddings(embeddings, floating=False).numpy()
+    labels = as_labels(labels, len(x), integer=False)
     norms = np.linalg.norm(x, axis=1)
     if (norms == 0).any(): raise ValueError(f"embeddings has {(norms == 0).sum()} all-zero row(s): their cosine similarity is undefined")
     order = _sample_sorted_by_class(labels, max_items, seed)
@@ -289,7 +258,7 @@ def plot_similarity_matrix(embeddings:torch.Tensor|np.ndarray, # (n, d) embeddin
     same, off_diagonal = sorted_labels[:, None] == sorted_labels[None], ~np.eye(len(order), dtype=bool)
     within = sim[same & off_diagonal].mean() if (same & off_diagonal).any() else float("nan")
     between = sim[~same].mean() if (~same).any() else float("nan")
-    fig, axs = _new_figure((7.5, 6.5)); ax = axs[0, 0]
+    fig, axs = new_figure((7.5, 6.5)); ax = axs[0, 0]
     image = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
     fig.colorbar(image, ax=ax, label="cosine similarity", shrink=0.85)
     for start in starts[1:]:  # class boundaries
@@ -307,10 +276,10 @@ def plot_similarity_matrix(embeddings:torch.Tensor|np.ndarray, # (n, d) embeddin
 def _knn_votes(query, query_labels, reference, reference_labels, k:int) -> tuple[np.ndarray, np.ndarray]:
     "True and predicted (k-NN majority vote) class ids of the queries; leave-one-out when `reference` is None."
     if (reference is None) != (reference_labels is None): raise ValueError("give both reference and reference_labels, or neither")
-    true = _as_class_ids(query_labels, len(_as_points(query, "query")), "query_labels")
+    true = torch.from_numpy(as_labels(query_labels, len(as_embeddings(query, "query", floating=False)), "query_labels"))
     if reference is None: predicted = majority_vote(true[knn_search(query, k)[1]])  # each query's vote leaves it out
     else:
-        _as_class_ids(reference_labels, len(_as_points(reference, "reference")), "reference_labels")
+        as_labels(reference_labels, len(as_embeddings(reference, "reference", floating=False)), "reference_labels")
         predicted = knn_predict(query, reference, reference_labels, k)
     return true.numpy(), predicted.numpy()
 
@@ -331,7 +300,7 @@ def plot_knn_confusion(query:torch.Tensor|np.ndarray, # (n, d) query embeddings
     values = np.divide(counts, totals, out=np.full_like(counts, np.nan), where=totals > 0) if normalize else counts
     accuracy = float((true == predicted).mean())
     side = float(np.clip(0.45 * len(classes) + 2.5, 5, 14))
-    fig, axs = _new_figure((side + 1.2, side)); ax = axs[0, 0]
+    fig, axs = new_figure((side + 1.2, side)); ax = axs[0, 0]
     image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else max(1, counts.max()), interpolation="nearest")
     fig.colorbar(image, ax=ax, label="fraction of the true class" if normalize else "queries", shrink=0.8)
     if len(classes) <= 20:
@@ -345,7 +314,7 @@ def plot_knn_confusion(query:torch.Tensor|np.ndarray, # (n, d) query embeddings
         ax.set_yticks(range(len(classes)), names, fontsize=8)
     else: ax.set_xticks([]); ax.set_yticks([])
     ax.set_xlabel(f"predicted class ({k}-NN vote)"); ax.set_ylabel("true class")
-    protocol = "leave-one-out" if reference is None else f"{len(_as_points(reference, 'reference'))} references"
+    protocol = "leave-one-out" if reference is None else f"{len(reference)} references"
     ax.set_title(f"{k}-NN confusion on {len(true)} queries ({protocol})\naccuracy {accuracy:.3f}")
     return fig
 
@@ -380,14 +349,14 @@ def plot_retrieval_grid(query_images, # the queries' images: paths, PIL images, 
     "One row per query: the query, then its `k` nearest references framed green (same class) or red (another class)."
     if not isinstance(k, (int, np.integer)) or k < 1: raise ValueError(f"k must be a positive integer, got {k!r}")
     if not isinstance(n_queries, (int, np.integer)) or n_queries < 1: raise ValueError(f"n_queries must be a positive integer, got {n_queries!r}")
-    query_labels = _as_labels(query_labels, None, "query_labels")
-    reference_labels = _as_labels(reference_labels, None, "reference_labels")
+    query_labels = as_labels(query_labels, None, "query_labels", integer=False)
+    reference_labels = as_labels(reference_labels, None, "reference_labels", integer=False)
     if len(query_labels) == 0: raise ValueError("there are no queries: query_labels is empty")
     _check_images(query_images, len(query_labels), "query_images", "query labels")
     _check_images(reference_images, len(reference_labels), "reference_images", "reference labels")
     idx = _check_neighbours(neighbour_indices, len(query_labels), len(reference_labels), k)
     rows = min(n_queries, len(query_labels))
-    fig, axs = _new_figure((1.35 * (k + 1) + 0.3, 1.5 * rows + 0.6), rows, k + 1)
+    fig, axs = new_figure((1.35 * (k + 1) + 0.3, 1.5 * rows + 0.6), rows, k + 1)
     hits = 0
     for r in range(rows):
         ax = axs[r, 0]
@@ -418,22 +387,23 @@ def retrieval_grid_from_embeddings(query:torch.Tensor|np.ndarray, # (n, d) query
     "`plot_retrieval_grid` of `n_queries` random queries and their `k` nearest references (`knn_search`; a query never retrieves itself)."
     given = [o is not None for o in (reference, reference_labels, reference_images)]
     if any(given) and not all(given): raise ValueError("give reference, reference_labels and reference_images together, or none of them (leave-one-out)")
-    n = len(_as_points(query, "query"))
-    query_labels = _as_labels(query_labels, n, "query_labels", "query embeddings")
+    query = as_embeddings(query, "query", floating=False)
+    n = len(query)
+    query_labels = as_labels(query_labels, n, "query_labels", "query embeddings", integer=False)
     _check_images(query_images, n, "query_images", "query embeddings")
     if not isinstance(n_queries, (int, np.integer)) or n_queries < 1: raise ValueError(f"n_queries must be a positive integer, got {n_queries!r}")
     chosen = np.sort(np.random.default_rng(seed).choice(n, min(n_queries, n), replace=False))
     if reference is None:  # leave-one-out: search one more and drop the query itself (or the last when ties hide it)
-        _, idx = knn_search(np.asarray(_as_points(query, "query"), dtype=np.float32)[chosen], k + 1, query)
+        _, idx = knn_search(query[chosen], k + 1, query)
         idx = idx.numpy()
         is_self = idx == chosen[:, None]
         is_self[~is_self.any(1), -1] = True
         idx = idx[~is_self].reshape(len(chosen), k)
         reference_images, reference_labels = query_images, query_labels
     else:
-        reference_labels = _as_labels(reference_labels, len(_as_points(reference, "reference")), "reference_labels", "reference embeddings")
+        reference_labels = as_labels(reference_labels, len(as_embeddings(reference, "reference", floating=False)), "reference_labels", "reference embeddings", integer=False)
         _check_images(reference_images, len(reference_labels), "reference_images", "reference embeddings")
-        idx = knn_search(np.asarray(_as_points(query, "query"), dtype=np.float32)[chosen], k, reference)[1].numpy()
+        idx = knn_search(query[chosen], k, reference)[1].numpy()
     chosen_images = [query_images[int(i)] for i in chosen]
     return plot_retrieval_grid(chosen_images, query_labels[chosen], reference_images, reference_labels, idx, k=k, n_queries=len(chosen), class_names=class_names)
 
@@ -459,7 +429,7 @@ def plot_per_class_metrics(per_class:pd.DataFrame, # from `per_class_metrics`: o
     gap = top is not None and 2 * top < len(ordered)
     if gap: ordered = pd.concat([ordered.iloc[:top], ordered.iloc[-top:]])
     positions = np.arange(len(ordered)) + (np.arange(len(ordered)) >= top) * 1.0 if gap else np.arange(len(ordered), dtype=float)
-    fig, axs = _new_figure((7, float(np.clip(0.24 * len(ordered) + 1.6, 2.8, 18)))); ax = axs[0, 0]
+    fig, axs = new_figure((7, float(np.clip(0.24 * len(ordered) + 1.6, 2.8, 18)))); ax = axs[0, 0]
     colours = np.where(ordered.to_numpy() < mean, MISMATCH_COLOUR, MATCH_COLOUR)
     ax.barh(positions, ordered.to_numpy(), color=colours, alpha=0.8, height=0.8)
     ax.axvline(mean, color="black", ls="--", lw=1.2, label=f"mean over queries: {mean:.3f}")
@@ -499,7 +469,7 @@ def plot_training_curves(learn_or_recorder_or_dataframe, # a fastai `Learner`, i
     if non_numeric: raise ValueError(f"the history's columns must be numbers: {non_numeric} are not")
     losses, metrics = [c for c in columns if "loss" in c], [c for c in columns if "loss" not in c]
     if not columns: raise ValueError("the history has no loss or metric column to plot")
-    fig, axs = _new_figure((11, 4), 1, 2)
+    fig, axs = new_figure((11, 4), 1, 2)
     epochs = history["epoch"].to_numpy()
     for ax, group, title in ((axs[0, 0], losses, "losses"), (axs[0, 1], metrics, "metrics")):
         for name in group:

@@ -28,8 +28,27 @@ if [ -n "$(git status --porcelain -- dml_nb)" ]; then
 fi
 
 
-step "notebooks are ready to render (nbdev_proc_nbs, what nbdev_docs runs before Quarto)"
-nbdev_proc_nbs
+step "tools for the documentation site: Quarto and a headless browser"
+if ! command -v quarto >/dev/null && [ -d ../shared/tools/quarto ]; then
+  # Quarto's own installers download from outside the package registries: build it from ../shared (about a minute, once)
+  quarto_dir="${DML_NB_QUARTO:-${XDG_CACHE_HOME:-$HOME/.cache}/dml_nb/quarto-1.7.34}"
+  bash ../shared/tools/quarto/install.sh "$quarto_dir"
+  export PATH="$quarto_dir/bin:$PATH"
+fi
+if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  # Debian's chromium and chromium-driver for tests/test_docs.py (selenium drives them; nothing is downloaded at run time)
+  apt-get install -y -q chromium chromium-driver >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }
+fi
+
+if command -v quarto >/dev/null; then
+  step "documentation site (nbdev_docs: every notebook processed, then rendered by Quarto into _docs/)"
+  nbdev_docs
+  nbdev_readme  # README.md is index.ipynb rendered by Quarto: it must be the committed one
+  git diff --exit-code --stat -- README.md nbs/sidebar.yml nbs/_quarto.yml nbs/nbdev.yml || { echo "nbdev_docs changed README.md or the site's configuration: run nbdev_docs and commit"; exit 1; }
+  export DML_NB_REQUIRE_DOCS=1  # tests/test_docs.py reads every page in a browser
+else
+  echo "no quarto on PATH and no ../shared/tools/quarto: the site is not rendered and tests/test_docs.py skips (https://quarto.org)"
+fi
 
 step "every notebook (nbdev_test)"
 nbdev_test --n_workers 2 --timing

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from fastai.callback.core import Callback, CancelValidException
 from dml_nb.core import seed_everything
-from dml_nb.data import omniglot_folder, class_folder_items, DMLDataLoaders, preprocess_images
+from dml_nb.datasets import omniglot_folder
+from dml_nb.data import class_folder_items, DMLDataLoaders, preprocess_images
 from dml_nb.models import create_embedder
 from dml_nb.learner import metric_learner, get_embeddings
 from dml_nb.metrics import retrieval_metrics

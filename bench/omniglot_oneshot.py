@@ -43,8 +43,8 @@ from fasttransform import Transform
 from fastai.torch_core import TensorImage
 from fastai.callback.tracker import SaveModelCallback
 from dml_nb.core import seed_everything
-from dml_nb.data import (omniglot_folder, class_folder_items, split_by_group, with_drawers, OMNIGLOT_SPLIT,
-                         DMLDataLoaders, preprocess_images, rotated_classes)
+from dml_nb.datasets import omniglot_folder
+from dml_nb.data import class_folder_items, split_by_group, with_drawers, OMNIGLOT_SPLIT, DMLDataLoaders, preprocess_images, rotated_classes
 from dml_nb.models import create_embedder, ConvNet, Embedder, shifted_views
 from dml_nb.losses import MultiSimilarityLoss, ProxyAnchorLoss, ContrastiveLoss, CircleLoss, SupConLoss
 from dml_nb.miners import MultiSimilarityMiner

@@ -89,7 +89,7 @@ def _read_yaml(path:Path) -> dict:
     return raw
 
 def read_config(path:str|Path, # a YAML file mapping flag names to values
-                work, # the pipeline whose flags the file sets, e.g. `train_run`
+                work, # the pipeline whose flags the file sets, e.g. train_run
                ) -> dict:
     "The options in the YAML file `path`, checked against `work`'s flags and converted to their types."
     path, flags = Path(path), _flag_types(work)
@@ -107,7 +107,7 @@ def read_config(path:str|Path, # a YAML file mapping flag names to values
 # %% ../nbs/14_cli.ipynb #75a5d50d
 def script_parser(work, # the pipeline the script runs
                   prog:str|None=None, # the script's name, for usage and errors
-                  json_flag:bool=False, # add `--json`: print the result as JSON instead of a report
+                  json_flag:bool=False, # add --json: print the result as JSON instead of a report
                  ) -> argparse.ArgumentParser:
     "fastcore's parser of `work`'s parameters, plus `--config` (and `--json`)."
     parser = anno_parser(work, prog=prog)
@@ -116,9 +116,9 @@ def script_parser(work, # the pipeline the script runs
     return parser
 
 def parse_options(work, # the pipeline the script runs
-                  argv:list, # the command line's arguments (`sys.argv[1:]`)
+                  argv:list, # the command line's arguments (sys.argv[1:])
                   prog:str|None=None, # the script's name
-                  json_flag:bool=False, # accept `--json`
+                  json_flag:bool=False, # accept --json
                  ) -> dict:
     "`work`'s options from `argv`: its defaults, overridden by the `--config` file's values, overridden by typed flags."
     parser, argv = script_parser(work, prog, json_flag), [str(o) for o in argv]
@@ -131,10 +131,10 @@ def parse_options(work, # the pipeline the script runs
     return options
 
 # %% ../nbs/14_cli.ipynb #1aa065b2
-def run_script(work, # the pipeline, e.g. `train_run`
+def run_script(work, # the pipeline, e.g. train_run
                prog:str, # the script's name
-               argv:list|None=None, # the command line's arguments; None: `sys.argv[1:]`
-               report=None, # result -> text to print; given, the script also takes `--json`
+               argv:list|None=None, # the command line's arguments; None: sys.argv[1:]
+               report=None, # result -> text to print; given, the script also takes --json
               ):
     "Run the pipeline `work` as the console script `prog`: options from `argv` and `--config`, one-line errors; return its result."
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots are saved to files: no display needed
@@ -147,9 +147,9 @@ def run_script(work, # the pipeline, e.g. `train_run`
     return result
 
 # %% ../nbs/14_cli.ipynb #2ffc7624
-def console_script(work, # the pipeline, e.g. `train_run`
+def console_script(work, # the pipeline, e.g. train_run
                    prog:str, # the script's name
-                   report=None, # result -> text to print; given, the script also takes `--json`
+                   report=None, # result -> text to print; given, the script also takes --json
                   ):
     "The console script `prog`: a function of the command line's arguments (None: `sys.argv[1:]`) that runs `work`."
     def script(argv:list|None=None): run_script(work, prog, argv, report)

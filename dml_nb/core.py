@@ -42,7 +42,7 @@ def check_embeddings(embeddings:torch.Tensor, # (n, d) floating-point embeddings
 
 # %% ../nbs/00_core.ipynb #c577dab5
 def as_embeddings(x, # (n, d) tensor or numpy array
-                  name:str="embeddings", # what to call `x` in error messages
+                  name:str="embeddings", # what to call x in error messages
                   floating:bool=True, # False: accept any real numbers (integer pixels, say) and make them float32
                  ) -> torch.Tensor:
     "`x` as a detached, contiguous CPU tensor, checked; float64 stays float64, other dtypes become float32."
@@ -62,7 +62,7 @@ def as_embeddings(x, # (n, d) tensor or numpy array
 # %% ../nbs/00_core.ipynb #b6156fc8
 def as_labels(labels, # (n,) tensor, numpy array, list or pandas Series of labels
               n:int|None=None, # how many things they label; None: any number
-              name:str="labels", # what to call `labels` in error messages
+              name:str="labels", # what to call labels in error messages
               what:str="embeddings", # what they label, for error messages
               integer:bool=True, # True: class ids, returned as int64; False: class names allowed too
              ) -> np.ndarray:
@@ -175,7 +175,7 @@ class SNRDistance(BaseDistance):
 
 # %% ../nbs/00_core.ipynb #cac4b009
 def pos_neg_masks(labels:torch.Tensor, # (n,) labels of the queries
-                  ref_labels:torch.Tensor|None=None, # (m,) labels of the references; None means `labels` (self-comparison)
+                  ref_labels:torch.Tensor|None=None, # (m,) labels of the references; None means labels (self-comparison)
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     "Boolean (n, m) masks of positive pairs (same label, not self) and negative pairs (different label)."
     same_set = ref_labels is None or ref_labels is labels
@@ -187,7 +187,7 @@ def pos_neg_masks(labels:torch.Tensor, # (n,) labels of the queries
 
 # %% ../nbs/00_core.ipynb #54587ee5
 def all_pairs_indices(labels:torch.Tensor, # (n,) labels of the queries
-                      ref_labels:torch.Tensor|None=None, # (m,) reference labels; None means `labels`
+                      ref_labels:torch.Tensor|None=None, # (m,) reference labels; None means labels
                      ) -> tuple[torch.Tensor, ...]:
     "All positive and negative pairs as PML's `(a1, p, a2, n)` index tuple."
     pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
@@ -197,7 +197,7 @@ def all_pairs_indices(labels:torch.Tensor, # (n,) labels of the queries
 
 # %% ../nbs/00_core.ipynb #3f8c6b94
 def all_triplets_indices(labels:torch.Tensor, # (n,) labels of the anchors
-                         ref_labels:torch.Tensor|None=None, # (m,) labels of positives and negatives; None means `labels`
+                         ref_labels:torch.Tensor|None=None, # (m,) labels of positives and negatives; None means labels
                         ) -> tuple[torch.Tensor, ...]:
     "Every triplet `(a, p, n)` with `labels[a] == ref_labels[p] != ref_labels[n]` (and `a != p` when self-comparing)."
     pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
@@ -218,7 +218,7 @@ def _triplets_by_anchor(pos_mask, neg_mask):
 
 # %% ../nbs/00_core.ipynb #5f357244
 def random_triplets_indices(labels:torch.Tensor, # (n,) labels of the anchors
-                            ref_labels:torch.Tensor|None=None, # (m,) reference labels; None means `labels`
+                            ref_labels:torch.Tensor|None=None, # (m,) reference labels; None means labels
                             t_per_anchor:int|None=None, # triplets per anchor; None means one per positive
                             weights:torch.Tensor|None=None, # (n, m) unnormalised probabilities of each negative per anchor; None for uniform
                            ) -> tuple[torch.Tensor, ...]:
@@ -252,7 +252,7 @@ def random_triplets_indices(labels:torch.Tensor, # (n,) labels of the anchors
 # %% ../nbs/00_core.ipynb #31472ab2
 def convert_to_pairs(indices_tuple:tuple|None, # None, (a, p, n) or (a1, p, a2, n)
                      labels:torch.Tensor, # (n,) labels
-                     ref_labels:torch.Tensor|None=None, # reference labels; None means `labels`
+                     ref_labels:torch.Tensor|None=None, # reference labels; None means labels
                     ) -> tuple[torch.Tensor, ...]:
     "PML's `(a1, p, a2, n)` pairs for any tuple format; all pairs when `indices_tuple` is None."
     if indices_tuple is None: return all_pairs_indices(labels, ref_labels)
@@ -263,8 +263,8 @@ def convert_to_pairs(indices_tuple:tuple|None, # None, (a, p, n) or (a1, p, a2, 
 # %% ../nbs/00_core.ipynb #1e380c9c
 def convert_to_triplets(indices_tuple:tuple|None, # None, (a, p, n) or (a1, p, a2, n)
                         labels:torch.Tensor, # (n,) labels
-                        ref_labels:torch.Tensor|None=None, # reference labels; None means `labels`
-                        t_per_anchor:int|str|None=100, # when `indices_tuple` is None: "all", or random triplets per anchor
+                        ref_labels:torch.Tensor|None=None, # reference labels; None means labels
+                        t_per_anchor:int|str|None=100, # when indices_tuple is None: "all", or random triplets per anchor
                        ) -> tuple[torch.Tensor, ...]:
     "PML's `(a, p, n)` triplets for any tuple format: pairs sharing an anchor are joined."
     if indices_tuple is None:
@@ -331,8 +331,8 @@ def snake_name(class_name:str, # e.g. "MultiSimilarityLoss"
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
 # %% ../nbs/00_core.ipynb #08c44ef0
-def class_by_name(name:str, # a class name in any spelling, with or without the `kind` suffix: "arcface", "ArcFaceLoss"
-                  classes:dict[str, type], # class name -> class, e.g. `loss_classes()` or `miner_classes()`
+def class_by_name(name:str, # a class name in any spelling, with or without the kind suffix: "arcface", "ArcFaceLoss"
+                  classes:dict[str, type], # class name -> class, e.g. loss_classes() or miner_classes()
                   kind:str, # what the classes are, "loss" or "miner": the suffix to ignore and the word used in errors
                  ) -> type:
     "The class in `classes` called `name`; an unknown name is a `ValueError` that lists the valid names."

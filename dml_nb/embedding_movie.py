@@ -22,7 +22,7 @@ from .vis import class_palette, new_figure, class_legend, axis_names, numba_with
 __all__ = ['loss_proxies', 'project_snapshots', 'EmbeddingSnapshots', 'plot_embedding_movie', 'save_embedding_movie']
 
 # %% ../nbs/10b_embedding_movie.ipynb #94cb54ed
-def loss_proxies(loss, # a loss module (or a `WeightedLoss` of several)
+def loss_proxies(loss, # a loss module (or a WeightedLoss of several)
                  embedding_size:int|None=None, # when given, parameters of another width are ignored
                 ) -> tuple[np.ndarray, np.ndarray]|None:
     "The class vectors of a proxy or classification loss as unit (p, d) rows with their class ids; None when it has none."
@@ -78,13 +78,17 @@ def _procrustes(points:np.ndarray, target:np.ndarray):
     scale = singular_sum / max((centred ** 2).sum(), 1e-12)  # least-squares scale for that rotation
     return lambda x: (x - mean_p) @ rotation * scale + mean_t
 
-def project_snapshots(snapshots:list, # dicts of `epoch`, `embeddings` (n, d), `proxies` (p, d) or None, `proxy_labels`
+def _check_method(method:str):
+    "Refuse a projection other than PCA or UMAP."
+    if method not in ("pca", "umap"): raise ValueError(f"unknown method {method!r}: use 'pca' or 'umap'")
+
+def project_snapshots(snapshots:list, # dicts of epoch, embeddings (n, d), proxies (p, d) or None, proxy_labels
                       labels:np.ndarray, # (n,) labels of the tracked items (the same items in every snapshot)
                       method:str="pca", # "pca": one PCA fitted on the last snapshot; "umap": UMAP per snapshot, aligned to the last
                       seed:int=0, # seed of the projection
                      ) -> list[dict]:
     "The snapshots in 2-D, comparable frame to frame: dicts of `epoch`, `points`, `labels`, `proxies`, `proxy_labels`, `method`."
-    if method not in ("pca", "umap"): raise ValueError(f"unknown method {method!r}: use 'pca' or 'umap'")
+    _check_method(method)
     if not snapshots: raise ValueError("no snapshot to project: train with the callback first")
     if method == "pca":  # one linear map for every frame: the axes mean the same thing throughout
         transform, _ = _fitted_projection(snapshots[-1]["embeddings"], "pca", seed)
@@ -105,11 +109,11 @@ class EmbeddingSnapshots(Callback):
     order = 70  # after fastai's own callbacks of the epoch (Recorder, schedulers)
     def __init__(self,
                  n_points:int=300, # validation items tracked (a seeded random subset, the same in every snapshot)
-                 method:str="pca", # projection of `frames`: "pca" (fitted once, on the last snapshot) or "umap" (aligned per epoch)
+                 method:str="pca", # projection of frames: "pca" (fitted once, on the last snapshot) or "umap" (aligned per epoch)
                  seed:int=0, # seed of the subset and of the projection
                  include_start:bool=True, # also record the untrained embeddings (epoch 0)
                 ):
-        if method not in ("pca", "umap"): raise ValueError(f"unknown method {method!r}: use 'pca' or 'umap'")
+        _check_method(method)  # now, not after training
         if not isinstance(n_points, (int, np.integer)) or n_points < 4: raise ValueError(f"n_points must be an integer >= 4, got {n_points!r}")
         store_attr()
         self.reset()
@@ -203,7 +207,7 @@ def _movie_title(frames:list) -> str:
     how = {"pca": "one PCA fitted on the last frame", "umap": "UMAP per frame, aligned to the last"}.get(method, "given coordinates")
     return f"{len(frames[0]['points'])} validation embeddings during training ({how})"
 
-def plot_embedding_movie(snapshots, # an `EmbeddingSnapshots` callback after training, or its `frames`
+def plot_embedding_movie(snapshots, # an EmbeddingSnapshots callback after training, or its frames
                          ncols:int=4, # panels per row
                          class_names:list|dict|None=None, # display names of the classes; None: the callback's (the DataLoaders' vocab)
                         ) -> Figure:
@@ -220,7 +224,7 @@ def plot_embedding_movie(snapshots, # an `EmbeddingSnapshots` callback after tra
     return fig
 
 # %% ../nbs/10b_embedding_movie.ipynb #5564bf62
-def save_embedding_movie(snapshots, # an `EmbeddingSnapshots` callback after training, or its `frames`
+def save_embedding_movie(snapshots, # an EmbeddingSnapshots callback after training, or its frames
                          path:str|Path, # the .gif file to write (replaced atomically)
                          fps:float=2, # frames per second
                          class_names:list|dict|None=None, # display names of the classes; None: the callback's

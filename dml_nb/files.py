@@ -15,7 +15,7 @@ __all__ = ['usual_permissions', 'atomic_file', 'atomic_write_bytes', 'json_defau
            'atomic_torch_save', 'clean_stale_stages', 'check_out_folder', 'atomic_folder']
 
 # %% ../nbs/00a_files.ipynb #080f00b8
-def usual_permissions(path, # a file or folder just made by `tempfile.mkstemp` or `mkdtemp` (which make it private)
+def usual_permissions(path, # a file or folder just made by tempfile.mkstemp or mkdtemp (which make it private)
                      ) -> None:
     "Give `path` the permissions a plainly created file (0o666) or folder (0o777) gets under the current umask."
     umask = os.umask(0); os.umask(umask)  # reading the umask means setting it: set it straight back
@@ -58,7 +58,7 @@ def atomic_write_bytes(path:str|Path, # the file to (over)write
     with atomic_file(path) as f: f.write(data)
     return Path(path)
 
-def json_default(obj): # a value `json.dumps` cannot write
+def json_default(obj): # a value json.dumps cannot write
     "JSON values for the numpy, torch and path objects that configs and metrics contain."
     if isinstance(obj, (np.integer, np.floating, np.bool_)): return obj.item()
     if isinstance(obj, np.ndarray): return obj.tolist()
@@ -76,7 +76,7 @@ def atomic_write_json(path:str|Path, # the file to (over)write
     "Write `obj` as indented JSON to `path` atomically."
     return atomic_write_bytes(path, json_bytes(obj))
 
-def atomic_torch_save(obj, # anything `torch.save` accepts (a state_dict, a checkpoint dict)
+def atomic_torch_save(obj, # anything torch.save accepts (a state_dict, a checkpoint dict)
                       path:str|Path, # the file to (over)write
                      ) -> Path:
     "`torch.save(obj, path)` atomically: a crash mid-save leaves the previous file intact."
@@ -91,7 +91,7 @@ def _alive(pid:int) -> bool:
     except PermissionError: pass  # it exists, owned by someone else
     return True
 
-def clean_stale_stages(final:str|Path, # a folder about to be written by `atomic_folder`
+def clean_stale_stages(final:str|Path, # a folder about to be written by atomic_folder
                       ) -> list:
     "Tidy what killed writers of `final` left beside it: remove their `.NAME.tmp-PID-*` folders, and put back a `.NAME.old-PID-*` folder that was swapped out when `final` is missing."
     final, done = Path(final), []
@@ -111,7 +111,7 @@ def clean_stale_stages(final:str|Path, # a folder about to be written by `atomic
 def check_out_folder(out:str|Path, # the folder about to be written
                      overwrite:bool=False, # may an existing result be replaced?
                      marker:str|None=None, # the file that marks a folder as this program's result ("run.json", "index.json")
-                     protect:list=(), # folders that must survive (the data): `out` may not be one of them or contain one
+                     protect:list=(), # folders that must survive (the data): out may not be one of them or contain one
                     ) -> Path:
     "`out`, once it is sure that writing it destroys nothing but a previous result: else a `ValueError` saying why."
     out = Path(out).expanduser()
@@ -140,9 +140,9 @@ def _swap_in(tmp:Path, final:Path, replace:bool, check):
 
 @contextmanager
 def atomic_folder(final:str|Path, # the folder to create
-                  replace:bool=False, # replace `final` if it exists (only once the new folder is complete)
-                  marker:str|None=None, # with `replace`, replace only a folder holding this file (or an empty one), see `check_out_folder`
-                  protect:list=(), # folders `final` must not be or contain, see `check_out_folder`
+                  replace:bool=False, # replace final if it exists (only once the new folder is complete)
+                  marker:str|None=None, # with replace, replace only a folder holding this file (or an empty one), see check_out_folder
+                  protect:list=(), # folders final must not be or contain, see check_out_folder
                  ):
     "Yield a temporary folder `.NAME.tmp-PID-*` next to `final`; on success it is renamed to `final`, on failure it is removed."
     final = Path(final).expanduser()

@@ -15,7 +15,8 @@ from fastprogress.fastprogress import progress_bar
 from . import __version__
 from .core import get_device, l2_normalize
 from .files import atomic_write_bytes, atomic_write_json, atomic_torch_save, json_bytes, json_default
-from .data import IMAGE_EXTS, preprocess_images
+from .images import IMAGE_EXTS
+from .data import preprocess_images
 from .models import MetricModel, embedder_from_config, embeddings_of
 
 # %% auto #0
@@ -36,11 +37,18 @@ def _unwrap_model(model):
     if not isinstance(model, nn.Module): raise TypeError(f"expected a torch model, a MetricModel or a Learner, got {type(model).__name__}")
     return model
 
+def _as_data_config(data_config, optional:bool=False) -> dict|None:
+    "`data_config` (or a `DMLDataLoaders`' `dml_config`), checked to be a dict; with `optional`, None passes too."
+    if hasattr(data_config, "dml_config"): data_config = data_config.dml_config
+    if not (isinstance(data_config, dict) or (optional and data_config is None)):
+        raise TypeError(f"data_config must be a dict (the DataLoaders' dml_config), got {type(data_config).__name__}")
+    return data_config
+
 def _fingerprint_config(model) -> dict:
     "The model's config without its `pretrained` entry (how the weights were initialised is not part of the model)."
     return {k: v for k, v in (getattr(model, "config", None) or {}).items() if k != "pretrained"}
 
-def _with_preprocessing(weights_fingerprint:str, # `model_fingerprint` of the model alone
+def _with_preprocessing(weights_fingerprint:str, # model_fingerprint of the model alone
                         data_config:dict, # its preprocessing config
                         length:int=16, # hex digits kept
                        ) -> str:
@@ -49,15 +57,13 @@ def _with_preprocessing(weights_fingerprint:str, # `model_fingerprint` of the mo
     text = json.dumps({"model": weights_fingerprint, "preprocessing": preprocessing}, sort_keys=True, default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
-def model_fingerprint(model:nn.Module, # an embedder (from `create_embedder`), a `MetricModel` or a `Learner`
+def model_fingerprint(model:nn.Module, # an embedder (from create_embedder), a MetricModel or a Learner
                       length:int=16, # hex digits kept of the sha256 digest
-                      data_config:dict|None=None, # its preprocessing (a `dml_config` or the `DMLDataLoaders`); None: a Learner's own, else none
+                      data_config:dict|None=None, # its preprocessing (a dml_config or the DMLDataLoaders); None: a Learner's own, else none
                      ) -> str:
     "A short sha256 hex digest of the model's config and state_dict tensors (float32, sorted by name), and of its preprocessing if given."
     if data_config is None and _is_learner(model): data_config = getattr(model.dls, "dml_config", None)
-    if hasattr(data_config, "dml_config"): data_config = data_config.dml_config
-    if data_config is not None and not isinstance(data_config, dict):
-        raise TypeError(f"data_config must be a dict (the DataLoaders' dml_config), got {type(data_config).__name__}")
+    data_config = _as_data_config(data_config, optional=True)
     model = _unwrap_model(model)
     digest = hashlib.sha256(json.dumps(_fingerprint_config(model), sort_keys=True, default=json_default).encode())
     for name, tensor in sorted(model.state_dict().items()):
@@ -75,8 +81,7 @@ _RUN_KEYS = ("format_version", "dml_nb_version", "model_config", "data_config", 
 
 def _check_data_config(data_config, model_config:dict) -> dict:
     "`data_config` (or a `DMLDataLoaders`' `dml_config`) as a dict, checked against the model's config."
-    if hasattr(data_config, "dml_config"): data_config = data_config.dml_config
-    if not isinstance(data_config, dict): raise TypeError(f"data_config must be a dict (the DataLoaders' dml_config), got {type(data_config).__name__}")
+    data_config = _as_data_config(data_config)
     missing = [k for k in _PREPROCESSING_KEYS if k not in data_config]
     if missing: raise ValueError(f"data_config lacks {missing}: pass the DMLDataLoaders' dml_config (or dml_nb.data.data_config(...))")
     if data_config["n_in"] != model_config.get("n_in", data_config["n_in"]):
@@ -84,8 +89,8 @@ def _check_data_config(data_config, model_config:dict) -> dict:
     return dict(data_config)
 
 def save_run(run_dir:str|Path, # the run folder (created if needed; other files in it are left alone)
-             model:nn.Module, # an embedder from `create_embedder` (or an `EmbedderWithClassifier`), a `MetricModel` or a `Learner`
-             data_config:dict, # the preprocessing config: `dls.dml_config` (or the `DMLDataLoaders` itself)
+             model:nn.Module, # an embedder from create_embedder (or an EmbedderWithClassifier), a MetricModel or a Learner
+             data_config:dict, # the preprocessing config: dls.dml_config (or the DMLDataLoaders itself)
              extra:dict|None=None, # more fields for run.json (must not reuse its own keys)
             ) -> Path:
     "Write `weights.pth` and `run.json` (model config, preprocessing config, fingerprint) to `run_dir`, atomically."
@@ -111,7 +116,7 @@ def save_run(run_dir:str|Path, # the run folder (created if needed; other files 
 # %% ../nbs/11_inference.ipynb #ec1e386d
 _READABLE_RUN_VERSIONS = (1, RUN_FORMAT_VERSION)  # 1: the fingerprint covered the model alone, there was no weights_fingerprint
 
-def read_run(run_dir:str|Path, # a run folder written by `save_run`
+def read_run(run_dir:str|Path, # a run folder written by save_run
             ) -> dict:
     "The checked content of `run_dir/run.json`: a readable format version, all fields, a `data_config` that matches the fingerprint."
     run_dir = Path(run_dir)
@@ -206,7 +211,7 @@ class RunEmbedder:
     def __repr__(self):
         return f"RunEmbedder({self.config.get('arch')!r}, embed_dim={self.embed_dim}, fingerprint={self.fingerprint!r}, run_dir={str(self.run_dir)!r})"
 
-def load_embedder(run_dir:str|Path, # a run folder written by `save_run`
+def load_embedder(run_dir:str|Path, # a run folder written by save_run
                   device:str|torch.device|None=None, # where to run the model; None picks CUDA, then MPS, then CPU
                  ) -> RunEmbedder:
     "Rebuild the model of a run folder, load its weights (checked against the fingerprint) and return a `RunEmbedder`."

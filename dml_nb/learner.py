@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.amp import autocast, GradScaler
-from fastcore.basics import store_attr, listify
+from fastcore.basics import store_attr, listify, patch
 from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision, AMPMode
@@ -24,14 +24,14 @@ from .metrics import retrieval_metrics, metric_label
 from .models import MetricModel, embeddings_of
 
 # %% auto #0
-__all__ = ['BatchLoss', 'LossParamsCallback', 'DeviceMixedPrecision', 'MetricLearner', 'MiningCallback', 'CrossBatchMemory',
+__all__ = ['BatchLoss', 'LossParamsCallback', 'MetricLearner', 'DeviceMixedPrecision', 'MiningCallback', 'CrossBatchMemory',
            'CrossBatchMemoryCallback', 'RetrievalMetrics', 'RetrievalMetric', 'retrieval_metric_columns',
            'CollapseWarningCallback', 'get_embeddings', 'metric_splitter', 'metric_learner', 'EpochTable']
 
 # %% ../nbs/08_learner.ipynb #be57888a
 class BatchLoss(nn.Module):
     "The `loss_func` fastai calls: the metric loss plus the per-batch context (miner tuples, memory) that callbacks set."
-    def __init__(self, loss:nn.Module): # a `MetricLoss` or `WeightedLoss`
+    def __init__(self, loss:nn.Module): # a MetricLoss or WeightedLoss
         super().__init__()
         self.loss, self.context = loss, {}
 
@@ -61,23 +61,12 @@ class LossParamsCallback(Callback):
         if self.training: self._apply()
 
 # %% ../nbs/08_learner.ipynb #1dc57e74
-class DeviceMixedPrecision(MixedPrecision):
-    "fastai's `MixedPrecision`, with autocast and gradient scaling on the device the model is on (CUDA, CPU or MPS)."
-    def before_fit(self):
-        device_type = next(self.model.parameters()).device.type
-        if self.amp_mode == AMPMode.BF16 and device_type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError("this GPU does not support bfloat16: use to_fp16()")
-        dtype = torch.bfloat16 if self.amp_mode == AMPMode.BF16 else torch.float16
-        self.kwargs["enabled"] = dtype == torch.float16  # bf16 has float32's range: no scaler needed
-        self.autocast, self.scales = autocast(device_type, dtype=dtype), []
-        self.learn.scaler = GradScaler(device_type, **self.kwargs)
-
 class MetricLearner(Learner):
     "A fastai `Learner` whose loss parameters are never frozen and whose mixed precision works on any device."
     @property
     def has_loss_group(self) -> bool: return isinstance(self.model, MetricModel) and len(self.model.loss_parameters()) > 0
 
-    def freeze_to(self, n:int): # freeze the model's parameter groups up to `n` (the loss's group is not counted)
+    def freeze_to(self, n:int): # freeze the model's parameter groups up to n (the loss's group is not counted)
         "Freeze the model's parameter groups up to `n`; the loss's parameters stay trainable."
         if self.opt is None: self.create_opt()
         if self.has_loss_group and n < 0: n -= 1
@@ -95,6 +84,18 @@ class MetricLearner(Learner):
         return self.add_cb(DeviceMixedPrecision(amp_mode=AMPMode.BF16))
 
     def to_fp32(self): return self.remove_cb(MixedPrecision)
+
+# %% ../nbs/08_learner.ipynb #153f28f7
+class DeviceMixedPrecision(MixedPrecision):
+    "fastai's `MixedPrecision`, with autocast and gradient scaling on the device the model is on (CUDA, CPU or MPS)."
+    def before_fit(self):
+        device_type = next(self.model.parameters()).device.type
+        if self.amp_mode == AMPMode.BF16 and device_type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("this GPU does not support bfloat16: use to_fp16()")
+        dtype = torch.bfloat16 if self.amp_mode == AMPMode.BF16 else torch.float16
+        self.kwargs["enabled"] = dtype == torch.float16  # bf16 has float32's range: no scaler needed
+        self.autocast, self.scales = autocast(device_type, dtype=dtype), []
+        self.learn.scaler = GradScaler(device_type, **self.kwargs)
 
 # %% ../nbs/08_learner.ipynb #6dff670b
 class MiningCallback(Callback):
@@ -117,14 +118,6 @@ class MiningCallback(Callback):
         return float(np.mean(self.counts)) if self.counts else 0.
 
 # %% ../nbs/08_learner.ipynb #b4bec359
-def _remove_self_comparisons(indices_tuple, batch_positions, memory_size):
-    "Drop the positive pairs (or triplets) whose reference is the anchor's own copy in the memory (PML's rule)."
-    anchors, positives = indices_tuple[0], indices_tuple[1]
-    own_copy = batch_positions[anchors] == positives  # batch_positions: where each batch sample sits in the memory
-    keep = ~own_copy
-    if len(indices_tuple) == 3: return tuple(t[keep] for t in indices_tuple)
-    return anchors[keep], positives[keep], indices_tuple[2], indices_tuple[3]
-
 class CrossBatchMemory(nn.Module):
     "A queue of past embeddings and labels that the loss and miner see as references (XBM, Wang et al. 2020)."
     def __init__(self,
@@ -142,30 +135,44 @@ class CrossBatchMemory(nn.Module):
         self.register_buffer("label_memory", torch.zeros(self.memory_size, dtype=torch.long))
         self.queue_idx, self.filled = 0, False
 
-    def enqueue(self, embeddings:torch.Tensor, labels:torch.Tensor) -> torch.Tensor:
-        "Add a batch to the queue (overwriting the oldest entries); return the batch's positions in it."
-        if len(embeddings) > self.memory_size: raise ValueError(f"batch of {len(embeddings)} does not fit in a memory of {self.memory_size}")
-        positions = torch.arange(self.queue_idx, self.queue_idx + len(embeddings), device=embeddings.device) % self.memory_size
-        self.embedding_memory = self.embedding_memory.to(embeddings.device)
-        self.label_memory = self.label_memory.to(embeddings.device)
-        self.embedding_memory[positions] = embeddings.detach().float()
-        self.label_memory[positions] = labels.detach().long()
-        previous, self.queue_idx = self.queue_idx, (self.queue_idx + len(embeddings)) % self.memory_size
-        if self.queue_idx <= previous: self.filled = True
-        return positions
+# %% ../nbs/08_learner.ipynb #6a7b37da
+@patch
+def enqueue(self:CrossBatchMemory, embeddings:torch.Tensor, labels:torch.Tensor) -> torch.Tensor:
+    "Add a batch to the queue (overwriting the oldest entries); return the batch's positions in it."
+    if len(embeddings) > self.memory_size: raise ValueError(f"batch of {len(embeddings)} does not fit in a memory of {self.memory_size}")
+    positions = torch.arange(self.queue_idx, self.queue_idx + len(embeddings), device=embeddings.device) % self.memory_size
+    self.embedding_memory = self.embedding_memory.to(embeddings.device)
+    self.label_memory = self.label_memory.to(embeddings.device)
+    self.embedding_memory[positions] = embeddings.detach().float()
+    self.label_memory[positions] = labels.detach().long()
+    previous, self.queue_idx = self.queue_idx, (self.queue_idx + len(embeddings)) % self.memory_size
+    if self.queue_idx <= previous: self.filled = True
+    return positions
 
-    def context(self, embeddings:torch.Tensor, labels:torch.Tensor) -> dict:
-        "Enqueue the batch and return the loss's context: the memory as references, and the (batch, memory) tuples."
-        check_embeddings(embeddings, labels)
-        positions = self.enqueue(embeddings, labels)
-        size = self.memory_size if self.filled else self.queue_idx
-        ref_emb, ref_labels = self.embedding_memory[:size], self.label_memory[:size]
-        if self.miner is not None: tuples = self.miner(embeddings.detach(), labels, ref_emb, ref_labels)
-        else:
-            from dml_nb.core import all_pairs_indices
-            tuples = all_pairs_indices(labels, ref_labels)
-        return dict(indices_tuple=_remove_self_comparisons(tuples, positions, self.memory_size), ref_emb=ref_emb, ref_labels=ref_labels)
+# %% ../nbs/08_learner.ipynb #20f1c001
+def _remove_self_comparisons(indices_tuple, batch_positions, memory_size):
+    "Drop the positive pairs (or triplets) whose reference is the anchor's own copy in the memory (PML's rule)."
+    anchors, positives = indices_tuple[0], indices_tuple[1]
+    own_copy = batch_positions[anchors] == positives  # batch_positions: where each batch sample sits in the memory
+    keep = ~own_copy
+    if len(indices_tuple) == 3: return tuple(t[keep] for t in indices_tuple)
+    return anchors[keep], positives[keep], indices_tuple[2], indices_tuple[3]
 
+# %% ../nbs/08_learner.ipynb #d4c397c6
+@patch
+def context(self:CrossBatchMemory, embeddings:torch.Tensor, labels:torch.Tensor) -> dict:
+    "Enqueue the batch and return the loss's context: the memory as references, and the (batch, memory) tuples."
+    check_embeddings(embeddings, labels)
+    positions = self.enqueue(embeddings, labels)
+    size = self.memory_size if self.filled else self.queue_idx
+    ref_emb, ref_labels = self.embedding_memory[:size], self.label_memory[:size]
+    if self.miner is not None: tuples = self.miner(embeddings.detach(), labels, ref_emb, ref_labels)
+    else:
+        from dml_nb.core import all_pairs_indices
+        tuples = all_pairs_indices(labels, ref_labels)
+    return dict(indices_tuple=_remove_self_comparisons(tuples, positions, self.memory_size), ref_emb=ref_emb, ref_labels=ref_labels)
+
+# %% ../nbs/08_learner.ipynb #11febc36
 class CrossBatchMemoryCallback(Callback):
     "Give the loss a `CrossBatchMemory` of past embeddings as references on every training batch."
     order = 21
@@ -193,20 +200,23 @@ class RetrievalMetrics:
         self.embeddings.append(learn.to_detach(embeddings_of(learn.pred)).float().cpu())
         self.labels.append(learn.to_detach(learn.yb[0]).cpu())
 
-    def compute(self) -> dict:
-        "The metrics of what was collected (computed once, then cached until the next reset)."
-        if self.values is None:
-            query, query_labels = torch.cat(self.embeddings), torch.cat(self.labels)
-            reference = reference_labels = None
-            if self.reference_dl is not None:
-                reference, reference_labels = get_embeddings(self.learn, self.reference_dl, progress=False)
-            self.values = retrieval_metrics(query, query_labels, reference, reference_labels, ks=self.ks, include=self.include)
-        return self.values
+# %% ../nbs/08_learner.ipynb #39d0241f
+@patch
+def compute(self:RetrievalMetrics) -> dict:
+    "The metrics of what was collected (computed once, then cached until the next reset)."
+    if self.values is None:
+        query, query_labels = torch.cat(self.embeddings), torch.cat(self.labels)
+        reference = reference_labels = None
+        if self.reference_dl is not None:
+            reference, reference_labels = get_embeddings(self.learn, self.reference_dl, progress=False)
+        self.values = retrieval_metrics(query, query_labels, reference, reference_labels, ks=self.ks, include=self.include)
+    return self.values
 
+# %% ../nbs/08_learner.ipynb #1c13cc5d
 class RetrievalMetric(Metric):
     "One retrieval metric (a column of fastai's table), read from a shared `RetrievalMetrics`."
     def __init__(self,
-                 key:str, # the name of the value in `retrieval_metrics`'s result
+                 key:str, # the name of the value in retrieval_metrics's result
                  shared:RetrievalMetrics, # the accumulator all columns read from
                  primary:bool=True, # the one column that feeds the accumulator (so each batch is counted once)
                 ): self.key, self.shared, self.primary = key, shared, primary
@@ -218,8 +228,9 @@ class RetrievalMetric(Metric):
     @property
     def name(self): return self.key
 
-def retrieval_metric_columns(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), # names, as `retrieval_metrics` returns them
-                             ks=(1, 2, 4, 8), # the k of recall@k (for `recall_at_k` names)
+# %% ../nbs/08_learner.ipynb #9834dd1a
+def retrieval_metric_columns(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), # names, as retrieval_metrics returns them
+                             ks=(1, 2, 4, 8), # the k of recall@k (for recall_at_k names)
                              reference_dl=None, # reference (gallery) DataLoader; None for leave-one-out
                             ) -> list:
     "fastai metrics, one per name in `include`, computed together once per validation pass."
@@ -239,25 +250,27 @@ class CollapseWarningCallback(Callback):
 
     def before_fit(self): self.low_distance, self.at_margin, self.warned = 0, 0, False
 
-    def after_batch(self):
-        if not self.training or self.warned: return
-        embeddings = embeddings_of(self.pred).detach().float()[:self.sample_size]
-        if len(embeddings) < 2: return
-        with torch.no_grad(): dist = LpDistance()(embeddings)
-        mean_distance = dist.sum() / (len(dist) * (len(dist) - 1))
-        self.low_distance = self.low_distance + 1 if mean_distance < self.min_distance else 0
-        margin = getattr(getattr(self.learn.loss_func, "loss", None), "margin", None)
-        stuck = isinstance(margin, (int, float)) and margin > 0 and abs(self.loss.item() - margin) < 1e-4 * max(1, margin)
-        self.at_margin = self.at_margin + 1 if stuck else 0
-        if self.low_distance >= self.patience or self.at_margin >= self.patience:
-            reason = (f"mean pairwise distance {mean_distance:.2e} < {self.min_distance}" if self.low_distance >= self.patience
-                      else f"the loss has stayed at its margin {margin} (every d_ap - d_an is 0)")
-            warnings.warn(f"embeddings look collapsed after {self.iter + 1} batches of epoch {self.epoch}: {reason} for {self.patience} batches. "
-                          "Try a lower learning rate, a miner, a smaller margin, or check that batches contain positives (m_per_class).")
-            self.warned = True
+# %% ../nbs/08_learner.ipynb #7c8e857e
+@patch
+def after_batch(self:CollapseWarningCallback):
+    if not self.training or self.warned: return
+    embeddings = embeddings_of(self.pred).detach().float()[:self.sample_size]
+    if len(embeddings) < 2: return
+    with torch.no_grad(): dist = LpDistance()(embeddings)
+    mean_distance = dist.sum() / (len(dist) * (len(dist) - 1))
+    self.low_distance = self.low_distance + 1 if mean_distance < self.min_distance else 0
+    margin = getattr(getattr(self.learn.loss_func, "loss", None), "margin", None)
+    stuck = isinstance(margin, (int, float)) and margin > 0 and abs(self.loss.item() - margin) < 1e-4 * max(1, margin)
+    self.at_margin = self.at_margin + 1 if stuck else 0
+    if self.low_distance >= self.patience or self.at_margin >= self.patience:
+        reason = (f"mean pairwise distance {mean_distance:.2e} < {self.min_distance}" if self.low_distance >= self.patience
+                  else f"the loss has stayed at its margin {margin} (every d_ap - d_an is 0)")
+        warnings.warn(f"embeddings look collapsed after {self.iter + 1} batches of epoch {self.epoch}: {reason} for {self.patience} batches. "
+                      "Try a lower learning rate, a miner, a smaller margin, or check that batches contain positives (m_per_class).")
+        self.warned = True
 
 # %% ../nbs/08_learner.ipynb #da19ea34
-def get_embeddings(learn_or_model, # a `Learner` or an embedding model
+def get_embeddings(learn_or_model, # a Learner or an embedding model
                    dl, # a DataLoader of (images, labels) batches, or of images only
                    progress:bool=True, # show a progress bar
                   ) -> tuple[torch.Tensor, torch.Tensor|None]:
@@ -286,25 +299,36 @@ def metric_splitter(model:MetricModel, # the learner's model
     loss_params = model.loss_parameters()
     return groups + [loss_params] if loss_params else groups
 
+# %% ../nbs/08_learner.ipynb #c0288624
 def _check_metric_loss(loss_func):
     "A metric loss is a module called as loss(embeddings, labels, indices_tuple, ...): ours, or pytorch-metric-learning's."
     import inspect
     ok = isinstance(loss_func, nn.Module) and "indices_tuple" in inspect.signature(loss_func.forward).parameters
     if not ok: raise TypeError(f"loss_func must be a metric loss called as loss(embeddings, labels, indices_tuple) (a dml_nb or pytorch-metric-learning loss), got {type(loss_func).__name__}")
 
+def _embedding_size(model, dls) -> int:
+    "The embedding size of `model`, from its `embed_dim` attribute or by embedding one batch."
+    if hasattr(model, "embed_dim"): return int(model.embed_dim)
+    xb = dls.one_batch()[0]
+    was_training = model.training; model.eval()
+    with torch.no_grad(): out = embeddings_of(model(xb[:2]))
+    model.train(was_training)
+    return out.shape[1]
+
+# %% ../nbs/08_learner.ipynb #a921500c
 def metric_learner(dls, # DataLoaders yielding (images, integer labels)
                    model:nn.Module, # embedding model: images -> (n, d) embeddings, or (embeddings, logits)
-                   loss_func:nn.Module, # a metric loss: a dml_nb `MetricLoss` or `WeightedLoss` (or a pytorch-metric-learning loss)
+                   loss_func:nn.Module, # a metric loss: a dml_nb MetricLoss or WeightedLoss (or a pytorch-metric-learning loss)
                    miner:nn.Module|None=None, # mines each training batch (or the batch against the memory); its tuples go to the loss
                    memory_size:int|None=None, # size of a cross-batch memory (XBM); None for none
                    loss_lr_mult:float=1.0, # learning-rate multiplier of the loss's parameters (Proxy-Anchor uses 100)
                    metrics:list|None=None, # fastai metrics; None for MAP@R, precision@1 and R-precision on the validation set
                    reference_dl=None, # reference (gallery) DataLoader for the retrieval metrics; None for leave-one-out
-                   splitter=None, # splits the embedder into parameter groups for `freeze`/`fine_tune`; None uses `model.splitter` if present
+                   splitter=None, # splits the embedder into parameter groups for freeze/fine_tune; None uses model.splitter if present
                    collapse_warning:bool=True, # warn during training if embeddings collapse
                    cbs=None, # more callbacks
                    opt_func=Adam, # optimiser
-                   **kwargs, # passed on to `Learner` (lr, wd, path, model_dir, ...)
+                   **kwargs, # passed on to Learner (lr, wd, path, model_dir, ...)
                   ) -> MetricLearner:
     "A fastai `Learner` for deep metric learning: loss parameters trained, mining, memory and retrieval metrics wired in."
     _check_metric_loss(loss_func)
@@ -320,19 +344,10 @@ def metric_learner(dls, # DataLoaders yielding (images, integer labels)
     return MetricLearner(dls, metric_model, loss_func=BatchLoss(loss_func), opt_func=opt_func, metrics=metrics, cbs=cbs,
                          splitter=lambda m: metric_splitter(m, splitter), **kwargs)
 
-def _embedding_size(model, dls) -> int:
-    "The embedding size of `model`, from its `embed_dim` attribute or by embedding one batch."
-    if hasattr(model, "embed_dim"): return int(model.embed_dim)
-    xb = dls.one_batch()[0]
-    was_training = model.training; model.eval()
-    with torch.no_grad(): out = embeddings_of(model(xb[:2]))
-    model.train(was_training)
-    return out.shape[1]
-
 # %% ../nbs/08_learner.ipynb #a84c3837
 class EpochTable:
     "A fastai `logger` printing one aligned row per epoch (header first): the training table in a terminal."
-    def __init__(self, learn, # the `Learner` whose recorder's `metric_names` head the table
+    def __init__(self, learn, # the Learner whose recorder's metric_names head the table
                  file=None, # where to print; None for stdout
                 ): self.learn, self.file, self.widths = learn, file, None
 

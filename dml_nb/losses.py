@@ -51,7 +51,7 @@ def needs_num_classes(loss_class:type) -> bool: # a loss class
 def create_loss(name:str, # a loss class name, any case, with or without "Loss", snake_case allowed: "arcface", "multi_similarity"
                 num_classes:int|None=None, # number of training classes: needed by proxy and classification losses
                 embedding_size:int|None=None, # embedding size: needed by proxy and classification losses
-                where:str="", # what to name first in an error about `kwargs`, e.g. "--loss_args"
+                where:str="", # what to name first in an error about kwargs, e.g. "--loss_args"
                 **kwargs, # the loss's hyperparameters, e.g. margin=0.2
                ) -> MetricLoss:
     "Build a loss by name, the way the console scripts do."

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from .core import LpDistance, CosineSimilarity, BaseDistance, pos_neg_masks, convert_to_weights
 from .losses_base import MetricLoss, mean_reduce, zero_loss
 
@@ -40,7 +41,7 @@ class FastAPLoss(MetricLoss):
     "FastAP (Cakir et al. 2019): 1 - average precision estimated from soft histograms of the distances to each query."
     def __init__(self,
                  num_bins:int=10, # L: histogram bins over the range of distances
-                 distance:BaseDistance|None=None, # an `LpDistance` of normalised embeddings with p=2; None for `LpDistance(power=2)`
+                 distance:BaseDistance|None=None, # an LpDistance of normalised embeddings with p=2; None for LpDistance(power=2)
                 ):
         super().__init__(distance)
         d = self.distance
@@ -52,29 +53,31 @@ class FastAPLoss(MetricLoss):
 
     def default_distance(self): return LpDistance(power=2)
 
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        same_set = ref_labels is labels
-        weights = _query_weights(indices_tuple, labels, same_set)
-        pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
-        n_pos = pos_mask.sum(1)
-        has_pos = n_pos > 0
-        if not has_pos.any(): return zero_loss(embeddings)
-        distances = self.distance_matrix(embeddings, ref_emb)
-        pos_hist, neg_hist = soft_histograms(distances, (pos_mask, neg_mask), self.num_bins, 2.0 ** self.distance.power)
-        h_pos_product = pos_hist * pos_hist.cumsum(1)  # h+_b H+_b
-        total = (pos_hist + neg_hist).cumsum(1)  # H_b
-        safe = (h_pos_product > 0) & (total > 0)
-        if not safe.any(): return zero_loss(embeddings)
-        ratios = torch.where(safe, h_pos_product / torch.where(safe, total, torch.ones_like(total)), torch.zeros_like(total))
-        fast_ap = ratios.sum(1)[has_pos] / n_pos[has_pos]
-        return mean_reduce((1 - fast_ap) * weights[has_pos], embeddings)
+# %% ../nbs/03c_losses_ap.ipynb #b2992d90
+@patch
+def compute_loss(self:FastAPLoss, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+    same_set = ref_labels is labels
+    weights = _query_weights(indices_tuple, labels, same_set)
+    pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
+    n_pos = pos_mask.sum(1)
+    has_pos = n_pos > 0
+    if not has_pos.any(): return zero_loss(embeddings)
+    distances = self.distance_matrix(embeddings, ref_emb)
+    pos_hist, neg_hist = soft_histograms(distances, (pos_mask, neg_mask), self.num_bins, 2.0 ** self.distance.power)
+    h_pos_product = pos_hist * pos_hist.cumsum(1)  # h+_b H+_b
+    total = (pos_hist + neg_hist).cumsum(1)  # H_b
+    safe = (h_pos_product > 0) & (total > 0)
+    if not safe.any(): return zero_loss(embeddings)
+    ratios = torch.where(safe, h_pos_product / torch.where(safe, total, torch.ones_like(total)), torch.zeros_like(total))
+    fast_ap = ratios.sum(1)[has_pos] / n_pos[has_pos]
+    return mean_reduce((1 - fast_ap) * weights[has_pos], embeddings)
 
 # %% ../nbs/03c_losses_ap.ipynb #23ba9625
 class SmoothAPLoss(MetricLoss):
     "Smooth-AP (Brown et al. 2020): 1 - average precision with each rank's step function replaced by a sigmoid of temperature tau."
     def __init__(self,
                  temperature:float=0.01, # tau: smaller is closer to the true AP, with gradients only for nearly tied pairs
-                 distance:BaseDistance|None=None, # must be a `CosineSimilarity` (the default)
+                 distance:BaseDistance|None=None, # must be a CosineSimilarity (the default)
                 ):
         super().__init__(distance)
         if not isinstance(self.distance, CosineSimilarity): raise ValueError(f"SmoothAPLoss needs distance=CosineSimilarity(), got {self.distance!r}")
@@ -83,19 +86,21 @@ class SmoothAPLoss(MetricLoss):
 
     def default_distance(self): return CosineSimilarity()
 
-    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        same_set = ref_labels is labels
-        weights = _query_weights(indices_tuple, labels, same_set)
-        relevant = ~pos_neg_masks(labels, ref_labels)[1]  # same label, the query itself included (the authors' convention)
-        n_relevant = relevant.sum(1)
-        has_pos = n_relevant > (1 if same_set else 0)  # a positive other than the query itself
-        if not has_pos.any(): return zero_loss(embeddings)
-        sims = self.distance_matrix(embeddings, ref_emb)
-        query, item = torch.where(relevant & has_pos.unsqueeze(1))  # one row per (query, positive i)
-        # G(s_qj - s_qi): how much each reference j is ranked ahead of the positive i
-        ahead = torch.sigmoid((sims[query] - sims[query, item].unsqueeze(1)) / self.temperature)
-        ahead = ahead.masked_fill(torch.arange(sims.shape[1], device=sims.device) == item.unsqueeze(1), 0)  # j != i
-        rank_all = 1 + ahead.sum(1)
-        rank_pos = 1 + (ahead * relevant[query]).sum(1)
-        ap = sims.new_zeros(len(labels)).index_add(0, query, rank_pos / rank_all) / n_relevant
-        return mean_reduce((1 - ap[has_pos]) * weights[has_pos], embeddings)
+# %% ../nbs/03c_losses_ap.ipynb #ee2a5483
+@patch
+def compute_loss(self:SmoothAPLoss, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+    same_set = ref_labels is labels
+    weights = _query_weights(indices_tuple, labels, same_set)
+    relevant = ~pos_neg_masks(labels, ref_labels)[1]  # same label, the query itself included (the authors' convention)
+    n_relevant = relevant.sum(1)
+    has_pos = n_relevant > (1 if same_set else 0)  # a positive other than the query itself
+    if not has_pos.any(): return zero_loss(embeddings)
+    sims = self.distance_matrix(embeddings, ref_emb)
+    query, item = torch.where(relevant & has_pos.unsqueeze(1))  # one row per (query, positive i)
+    # G(s_qj - s_qi): how much each reference j is ranked ahead of the positive i
+    ahead = torch.sigmoid((sims[query] - sims[query, item].unsqueeze(1)) / self.temperature)
+    ahead = ahead.masked_fill(torch.arange(sims.shape[1], device=sims.device) == item.unsqueeze(1), 0)  # j != i
+    rank_all = 1 + ahead.sum(1)
+    rank_pos = 1 + (ahead * relevant[query]).sum(1)
+    ap = sims.new_zeros(len(labels)).index_add(0, query, rank_pos / rank_all) / n_relevant
+    return mean_reduce((1 - ap[has_pos]) * weights[has_pos], embeddings)

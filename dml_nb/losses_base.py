@@ -49,7 +49,7 @@ class MetricLoss(nn.Module):
 
     def distance_matrix(self,
                         embeddings:torch.Tensor, # (n, d) float32 embeddings
-                        ref_emb:torch.Tensor, # (m, d) references; the very `embeddings` object for the batch against itself
+                        ref_emb:torch.Tensor, # (m, d) references; the very embeddings object for the batch against itself
                        ) -> torch.Tensor:
         "The (n, m) matrix of `self.distance` between the batch and its references."
         return self.distance(embeddings, None if ref_emb is embeddings else ref_emb)  # None: compared with itself, as PML calls it
@@ -65,7 +65,7 @@ def forward(self:MetricLoss,
             labels:torch.Tensor|None=None, # (n,) integer class labels
             indices_tuple:tuple|None=None, # pairs (a1, p, a2, n) or triplets (a, p, n) from a miner; None for all
             ref_emb:torch.Tensor|None=None, # (m, d) reference embeddings compared with the batch; None for the batch itself
-            ref_labels:torch.Tensor|None=None, # (m,) labels of `ref_emb`
+            ref_labels:torch.Tensor|None=None, # (m,) labels of ref_emb
            ) -> torch.Tensor:
     "The loss of the batch, a float32 scalar."
     if labels is None and (self.needs_labels or indices_tuple is None):
@@ -87,7 +87,7 @@ def forward(self:MetricLoss,
 
 # %% ../nbs/03_losses_base.ipynb #6350ab04
 def mean_reduce(losses:torch.Tensor, # per-pair, per-triplet or per-sample losses
-                embeddings:torch.Tensor, # the batch, for a zero loss with a gradient when `losses` is empty
+                embeddings:torch.Tensor, # the batch, for a zero loss with a gradient when losses is empty
                ) -> torch.Tensor:
     "The mean of `losses` (PML's `MeanReducer`); zero with a gradient when there are none."
     return losses.mean() if losses.numel() else zero_loss(embeddings)
@@ -102,7 +102,7 @@ def avg_non_zero_reduce(losses:torch.Tensor, # per-pair, per-triplet or per-samp
 class WeightedLoss(nn.Module):
     "A weighted sum of losses, $\\sum_i w_i \\mathcal{L}_i$, called like a single loss."
     def __init__(self,
-                 losses:dict[str, nn.Module], # named losses: `MetricLoss`es see embeddings, any other loss sees logits
+                 losses:dict[str, nn.Module], # named losses: MetricLosses see embeddings, any other loss sees logits
                  weights:dict[str, float]|None=None, # weight of each named loss; None for 1 each
                 ):
         super().__init__()
@@ -115,8 +115,8 @@ class WeightedLoss(nn.Module):
     def forward(self,
                 output:torch.Tensor|tuple, # embeddings, or (embeddings, logits) from a model with a classifier head
                 labels:torch.Tensor, # (n,) integer labels
-                indices_tuple:tuple|None=None, # a miner's tuples, passed to every `MetricLoss`
-                **kwargs, # e.g. `ref_emb`, `ref_labels`, passed to every `MetricLoss`
+                indices_tuple:tuple|None=None, # a miner's tuples, passed to every MetricLoss
+                **kwargs, # e.g. ref_emb, ref_labels, passed to every MetricLoss
                ) -> torch.Tensor:
         "The weighted sum of the losses."
         embeddings, logits = output if isinstance(output, (tuple, list)) else (output, None)

@@ -27,8 +27,8 @@ class LargeMarginSoftmaxLoss(MetricLoss):
                  embedding_size:int, # dimension of the embeddings
                  margin:float=4, # the angle multiplier m (an integer)
                  scale:float=1, # multiplies the logits
-                 distance=None, # must be `CosineSimilarity` (the default)
-                 weight_init_func=None, # initialiser for `W`; default `nn.init.normal_`, as PML
+                 distance=None, # must be CosineSimilarity (the default)
+                 weight_init_func=None, # initialiser for W; default nn.init.normal_, as PML
                 ):
         super().__init__(distance)
         if not isinstance(self.distance, CosineSimilarity): raise ValueError(f"{type(self).__name__} needs distance=CosineSimilarity()")
@@ -41,19 +41,15 @@ class LargeMarginSoftmaxLoss(MetricLoss):
     def default_distance(self): return CosineSimilarity()
     def num_weight_columns(self) -> int: return self.num_classes
 
-    def init_margin(self):
-        "Precompute the multiple-angle coefficients of eq. 7 (buffers, so they follow the module's device)."
-        self.margin = int(self.margin)
-        n = torch.arange(0, self.margin // 2 + 1)
-        for name, value in dict(n_range=n.float(), margin_choose_n=torch.tensor([scipy.special.binom(self.margin, 2 * int(i)) for i in n]).float(),
-                                cos_powers=(self.margin - 2 * n).float(), alternating=((-1.) ** n)).items():
-            self.register_buffer(name, value, persistent=False)
-
-# %% ../nbs/03d_losses_margin_softmax.ipynb #f3492963
+# %% ../nbs/03d_losses_margin_softmax.ipynb #40f31ed8
 @patch
-def get_cosine(self:LargeMarginSoftmaxLoss, embeddings:torch.Tensor) -> torch.Tensor:
-    "(n, num_classes) cosines between embeddings and class weights."
-    return self.distance(embeddings, self.W.t())
+def init_margin(self:LargeMarginSoftmaxLoss):
+    "Precompute the multiple-angle coefficients of eq. 7 (buffers, so they follow the module's device)."
+    self.margin = int(self.margin)
+    n = torch.arange(0, self.margin // 2 + 1)
+    for name, value in dict(n_range=n.float(), margin_choose_n=torch.tensor([scipy.special.binom(self.margin, 2 * int(i)) for i in n]).float(),
+                            cos_powers=(self.margin - 2 * n).float(), alternating=((-1.) ** n)).items():
+        self.register_buffer(name, value, persistent=False)
 
 @patch
 def modify_target(self:LargeMarginSoftmaxLoss, cos_target:torch.Tensor, embeddings:torch.Tensor, labels:torch.Tensor) -> torch.Tensor:
@@ -62,6 +58,12 @@ def modify_target(self:LargeMarginSoftmaxLoss, cos_target:torch.Tensor, embeddin
     cos_m_theta = (self.alternating * self.margin_choose_n * c ** self.cos_powers * (1 - c ** 2) ** self.n_range).sum(1)
     with torch.no_grad(): k = (torch.acos(cos_target.clamp(-1, 1)) / (math.pi / self.margin)).floor()
     return (-1) ** k * cos_m_theta - 2 * k
+
+# %% ../nbs/03d_losses_margin_softmax.ipynb #0f15da9d
+@patch
+def get_cosine(self:LargeMarginSoftmaxLoss, embeddings:torch.Tensor) -> torch.Tensor:
+    "(n, num_classes) cosines between embeddings and class weights."
+    return self.distance(embeddings, self.W.t())
 
 @patch
 def scale_logits(self:LargeMarginSoftmaxLoss, logits:torch.Tensor, embeddings:torch.Tensor) -> torch.Tensor:
@@ -135,7 +137,7 @@ class CombinedMarginLoss(LargeMarginSoftmaxLoss):
                  m2:float=0.3, # additive angular margin in radians (ArcFace)
                  m3:float=0.2, # additive cosine margin (CosFace)
                  scale:float=64, # the fixed logit scale s
-                 **kwargs, # `distance`, `weight_init_func`
+                 **kwargs, # distance, weight_init_func
                 ):
         if m1 < 1: raise ValueError(f"m1 must be >= 1, got {m1}")
         self.m1, self.m2, self.m3 = m1, m2, m3
@@ -153,7 +155,7 @@ class ArcFaceLoss(CombinedMarginLoss):
                  embedding_size:int, # dimension of the embeddings
                  margin:float=28.6, # angular margin in degrees
                  scale:float=64, # logit scale s
-                 **kwargs, # `distance`, `weight_init_func`
+                 **kwargs, # distance, weight_init_func
                 ):
         super().__init__(num_classes, embedding_size, m1=1.0, m2=math.radians(margin), m3=0.0, scale=scale, **kwargs)
         self.margin = margin
@@ -166,7 +168,7 @@ class CosFaceLoss(CombinedMarginLoss):
                  embedding_size:int, # dimension of the embeddings
                  margin:float=0.35, # cosine margin m
                  scale:float=64, # logit scale s
-                 **kwargs, # `distance`, `weight_init_func`
+                 **kwargs, # distance, weight_init_func
                 ):
         super().__init__(num_classes, embedding_size, m1=1.0, m2=0.0, m3=margin, scale=scale, **kwargs)
         self.margin = margin
@@ -182,7 +184,7 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
                  margin:float=28.6, # angular margin in degrees
                  scale:float=64, # logit scale s
                  sub_centers:int=3, # weight vectors per class (K)
-                 **kwargs, # `distance`, `weight_init_func`
+                 **kwargs, # distance, weight_init_func
                 ):
         if sub_centers < 1: raise ValueError(f"sub_centers must be >= 1, got {sub_centers}")
         self.sub_centers = sub_centers
@@ -194,28 +196,30 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
         cosine = self.distance(embeddings, self.W.t()).view(-1, self.num_classes, self.sub_centers)
         return cosine.max(dim=2).values
 
-    @torch.no_grad()
-    def get_outliers(self,
-                     embeddings:torch.Tensor, # (n, d) embeddings of the training set
-                     labels:torch.Tensor, # (n,) their labels
-                     threshold:float=75, # angle in degrees from the dominant sub-centre beyond which a sample is an outlier
-                     return_dominant_centers:bool=True, # also return each class's dominant sub-centre
-                    ):
-        "Indices of samples farther than `threshold` degrees from their class's dominant sub-centre (and the (d, num_classes) dominant centres)."
-        embeddings = embeddings.float()
-        self.check_labels(labels)
-        cos_threshold = math.cos(math.radians(threshold))
-        outliers, dominant = [], torch.zeros(self.W.shape[0], self.num_classes, device=self.W.device)
-        for label in range(self.num_classes):
-            members = (labels == label).nonzero().flatten()
-            if len(members) == 0: continue
-            centers = self.W[:, label * self.sub_centers:(label + 1) * self.sub_centers]
-            cosine = self.distance(embeddings[members], centers.t())
-            dominant_idx = torch.bincount(cosine.argmax(1), minlength=self.sub_centers).argmax()  # the sub-centre most members pick
-            dominant[:, label] = centers[:, dominant_idx]
-            outliers.extend(members[cosine[:, dominant_idx] < cos_threshold].tolist())
-        outliers = torch.tensor(outliers, dtype=torch.long, device=embeddings.device)
-        return (outliers, dominant) if return_dominant_centers else outliers
+# %% ../nbs/03d_losses_margin_softmax.ipynb #26f1d759
+@patch
+@torch.no_grad()
+def get_outliers(self:SubCenterArcFaceLoss,
+                 embeddings:torch.Tensor, # (n, d) embeddings of the training set
+                 labels:torch.Tensor, # (n,) their labels
+                 threshold:float=75, # angle in degrees from the dominant sub-centre beyond which a sample is an outlier
+                 return_dominant_centers:bool=True, # also return each class's dominant sub-centre
+                ):
+    "Indices of samples farther than `threshold` degrees from their class's dominant sub-centre (and the (d, num_classes) dominant centres)."
+    embeddings = embeddings.float()
+    self.check_labels(labels)
+    cos_threshold = math.cos(math.radians(threshold))
+    outliers, dominant = [], torch.zeros(self.W.shape[0], self.num_classes, device=self.W.device)
+    for label in range(self.num_classes):
+        members = (labels == label).nonzero().flatten()
+        if len(members) == 0: continue
+        centers = self.W[:, label * self.sub_centers:(label + 1) * self.sub_centers]
+        cosine = self.distance(embeddings[members], centers.t())
+        dominant_idx = torch.bincount(cosine.argmax(1), minlength=self.sub_centers).argmax()  # the sub-centre most members pick
+        dominant[:, label] = centers[:, dominant_idx]
+        outliers.extend(members[cosine[:, dominant_idx] < cos_threshold].tolist())
+    outliers = torch.tensor(outliers, dtype=torch.long, device=embeddings.device)
+    return (outliers, dominant) if return_dominant_centers else outliers
 
 # %% ../nbs/03d_losses_margin_softmax.ipynb #33a0590b
 class ElasticArcFaceLoss(CombinedMarginLoss):
@@ -226,7 +230,7 @@ class ElasticArcFaceLoss(CombinedMarginLoss):
                  margin:float=0.5, # mean angular margin m, in radians
                  std:float=0.05, # standard deviation sigma of the margin
                  scale:float=64, # logit scale s
-                 **kwargs, # `distance`, `weight_init_func`
+                 **kwargs, # distance, weight_init_func
                 ):
         if std < 0: raise ValueError(f"std must be >= 0, got {std}")
         self.std = std
@@ -261,7 +265,7 @@ class CurricularFaceLoss(CombinedMarginLoss):
                  margin:float=0.5, # angular margin m, in radians
                  scale:float=64, # logit scale s
                  t_momentum:float=0.99, # momentum of the moving average t of the target cosine
-                 **kwargs, # `distance`, `weight_init_func`
+                 **kwargs, # distance, weight_init_func
                 ):
         if not 0 <= t_momentum <= 1: raise ValueError(f"t_momentum must be in [0, 1], got {t_momentum}")
         self.t_momentum = t_momentum
@@ -287,26 +291,30 @@ class AdaFaceLoss(CombinedMarginLoss):
                  scale:float=64, # logit scale s
                  t_alpha:float=0.01, # weight of the current batch in the running norm statistics
                  eps:float=1e-3, # keeps angles inside (0, pi) and the standardisation finite
-                 **kwargs, # `distance`, `weight_init_func`
+                 **kwargs, # distance, weight_init_func
                 ):
         self.h, self.t_alpha, self.eps = h, t_alpha, eps
         super().__init__(num_classes, embedding_size, m1=1.0, m2=margin, m3=0.0, scale=scale, **kwargs)
         self.register_buffer("batch_mean", torch.tensor(20.))
         self.register_buffer("batch_std", torch.tensor(100.))
 
-    def quality(self, embeddings:torch.Tensor) -> torch.Tensor:
-        "The standardised, clipped feature norm z-hat of each sample (updates the running statistics in training mode)."
-        norms = embeddings.detach().norm(dim=1).clip(0.001, 100)
-        if self.training and len(norms) > 1:
-            with torch.no_grad():
-                self.batch_mean.mul_(1 - self.t_alpha).add_(self.t_alpha * norms.mean())
-                self.batch_std.mul_(1 - self.t_alpha).add_(self.t_alpha * norms.std())
-        return ((norms - self.batch_mean) / (self.batch_std + self.eps) * self.h).clip(-1, 1)
+# %% ../nbs/03d_losses_margin_softmax.ipynb #ee2cecaf
+@patch
+def quality(self:AdaFaceLoss, embeddings:torch.Tensor) -> torch.Tensor:
+    "The standardised, clipped feature norm z-hat of each sample (updates the running statistics in training mode)."
+    norms = embeddings.detach().norm(dim=1).clip(0.001, 100)
+    if self.training and len(norms) > 1:
+        with torch.no_grad():
+            self.batch_mean.mul_(1 - self.t_alpha).add_(self.t_alpha * norms.mean())
+            self.batch_std.mul_(1 - self.t_alpha).add_(self.t_alpha * norms.std())
+    return ((norms - self.batch_mean) / (self.batch_std + self.eps) * self.h).clip(-1, 1)
 
-    def modify_target(self, cos_target, embeddings, labels):
-        margin, z_hat = self.m2, self.quality(embeddings)
-        theta = torch.acos(cos_target.clamp(-1 + self.eps, 1 - self.eps))
-        return torch.cos((theta - margin * z_hat).clip(self.eps, math.pi - self.eps)) - (margin * z_hat + margin)
+# %% ../nbs/03d_losses_margin_softmax.ipynb #3ff04f80
+@patch
+def modify_target(self:AdaFaceLoss, cos_target, embeddings, labels):
+    margin, z_hat = self.m2, self.quality(embeddings)
+    theta = torch.acos(cos_target.clamp(-1 + self.eps, 1 - self.eps))
+    return torch.cos((theta - margin * z_hat).clip(self.eps, math.pi - self.eps)) - (margin * z_hat + margin)
 
 # %% ../nbs/03d_losses_margin_softmax.ipynb #756344f6
 class AdaCosLoss(LargeMarginSoftmaxLoss):
@@ -315,7 +323,7 @@ class AdaCosLoss(LargeMarginSoftmaxLoss):
                  num_classes:int, # number of training classes (>= 2)
                  embedding_size:int, # dimension of the embeddings
                  dynamic:bool=True, # re-estimate the scale from each training batch; False keeps sqrt(2)*log(C-1)
-                 **kwargs, # `distance`, `weight_init_func`
+                 **kwargs, # distance, weight_init_func
                 ):
         if num_classes < 2: raise ValueError(f"AdaCos needs at least 2 classes, got {num_classes}")
         self.dynamic = dynamic
@@ -324,13 +332,14 @@ class AdaCosLoss(LargeMarginSoftmaxLoss):
 
     def init_margin(self): pass
     def modify_target(self, cos_target, embeddings, labels): return cos_target
-
-    def adjust_logits(self, logits, cosine, target_mask, embeddings, labels):
-        if self.training and self.dynamic and len(labels):  # an empty batch has no median angle: s keeps its value
-            with torch.no_grad():
-                b_avg = (torch.exp(self.s * cosine) * (1 - target_mask)).sum() / len(labels)
-                theta_med = torch.median(_angles(cosine[target_mask.bool()]))
-                _update_buffer(self.s, torch.log(b_avg) / torch.cos(torch.clamp(theta_med, max=math.pi / 4)))
-        return logits
-
     def scale_logits(self, logits, embeddings): return logits * self.s
+
+# %% ../nbs/03d_losses_margin_softmax.ipynb #1f14f5e2
+@patch
+def adjust_logits(self:AdaCosLoss, logits, cosine, target_mask, embeddings, labels):
+    if self.training and self.dynamic and len(labels):  # an empty batch has no median angle: s keeps its value
+        with torch.no_grad():
+            b_avg = (torch.exp(self.s * cosine) * (1 - target_mask)).sum() / len(labels)
+            theta_med = torch.median(_angles(cosine[target_mask.bool()]))
+            _update_buffer(self.s, torch.log(b_avg) / torch.cos(torch.clamp(theta_med, max=math.pi / 4)))
+    return logits

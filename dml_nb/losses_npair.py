@@ -16,7 +16,7 @@ from .losses_pair import pair_masks
 __all__ = ['anchor_logsumexp', 'NPairsLoss', 'NTXentLoss', 'SupConLoss', 'NCALoss', 'AngularLoss', 'TupletMarginLoss']
 
 # %% ../nbs/03b_losses_npair.ipynb #7e307810
-def _scores(mat:torch.Tensor, # a matrix or vector from `distance`
+def _scores(mat:torch.Tensor, # a matrix or vector from distance
             distance:BaseDistance, # the distance that produced it
            ) -> torch.Tensor:
     "Larger-means-closer scores: similarities as they are, distances negated (PML's convention for softmax losses)."
@@ -72,7 +72,7 @@ class NTXentLoss(MetricLoss):
     needs_labels = False  # self-supervised: an indices_tuple of positive and negative pairs is enough
     def __init__(self,
                  temperature:float=0.07, # tau: divides the similarities; lower is sharper
-                 distance:BaseDistance|None=None, # default `CosineSimilarity()`
+                 distance:BaseDistance|None=None, # default CosineSimilarity()
                 ):
         _check_temperature(temperature)
         super().__init__(distance)
@@ -93,7 +93,7 @@ class SupConLoss(MetricLoss):
     needs_labels = False
     def __init__(self,
                  temperature:float=0.1, # tau: divides the similarities
-                 distance:BaseDistance|None=None, # default `CosineSimilarity()`
+                 distance:BaseDistance|None=None, # default CosineSimilarity()
                 ):
         _check_temperature(temperature)
         super().__init__(distance)
@@ -120,7 +120,7 @@ class NCALoss(MetricLoss):
     "Neighbourhood components analysis (Goldberger et al. 2004, eq. 1-2): -log of the probability that a softmax-chosen neighbour shares the label."
     def __init__(self,
                  softmax_scale:float=1, # multiplies the (negated squared) distances before the softmax
-                 distance:BaseDistance|None=None, # default `LpDistance(power=2)`: squared Euclidean
+                 distance:BaseDistance|None=None, # default LpDistance(power=2): squared Euclidean
                 ):
         _check_temperature(softmax_scale, "softmax_scale")
         super().__init__(distance)
@@ -148,7 +148,7 @@ class AngularLoss(MetricLoss):
     "Angular loss (Wang et al. 2017), N-pair form: bounds the angle at each negative of the triangle (anchor, positive, negative)."
     def __init__(self,
                  alpha:float=40, # the angle bound alpha, in degrees
-                 distance:BaseDistance|None=None, # must be `LpDistance(p=2, power=1, normalize_embeddings=True)` (the default)
+                 distance:BaseDistance|None=None, # must be LpDistance(p=2, power=1, normalize_embeddings=True) (the default)
                 ):
         super().__init__(distance)
         d = self.distance
@@ -181,7 +181,7 @@ class TupletMarginLoss(MetricLoss):
     def __init__(self,
                  margin:float=5.73, # the angular margin beta, in degrees
                  scale:float=64, # s: multiplies the cosines
-                 distance:BaseDistance|None=None, # must be `CosineSimilarity` (the default)
+                 distance:BaseDistance|None=None, # must be CosineSimilarity (the default)
                 ):
         super().__init__(distance)
         if not isinstance(self.distance, CosineSimilarity): raise ValueError("TupletMarginLoss needs distance=CosineSimilarity()")

@@ -64,11 +64,11 @@ class GenericPairLoss(MetricLoss):
         return self.pair_loss(mat[a1, p], mat[a2, n], embeddings)
 
     def pair_loss(self,
-                  pos_dists:torch.Tensor, # distances of the positive pairs, or the whole matrix with `pos_mask`
-                  neg_dists:torch.Tensor, # distances of the negative pairs, or the whole matrix with `neg_mask`
+                  pos_dists:torch.Tensor, # distances of the positive pairs, or the whole matrix with pos_mask
+                  neg_dists:torch.Tensor, # distances of the negative pairs, or the whole matrix with neg_mask
                   embeddings:torch.Tensor, # the batch, for a zero loss with a gradient
-                  pos_mask:torch.Tensor|None=None, # which entries of `pos_dists` are positive pairs; None: all
-                  neg_mask:torch.Tensor|None=None, # which entries of `neg_dists` are negative pairs; None: all
+                  pos_mask:torch.Tensor|None=None, # which entries of pos_dists are positive pairs; None: all
+                  neg_mask:torch.Tensor|None=None, # which entries of neg_dists are negative pairs; None: all
                  ) -> torch.Tensor:
         "The loss from the distances of the positive pairs and of the negative pairs (pair-based losses)."
         raise NotImplementedError
@@ -82,7 +82,7 @@ class ContrastiveLoss(GenericPairLoss):
     def __init__(self,
                  pos_margin:float=0., # positive pairs closer than this cost nothing
                  neg_margin:float=1., # negative pairs farther than this cost nothing
-                 distance:BaseDistance|None=None, # default `LpDistance()`: Euclidean distance of L2-normalised embeddings
+                 distance:BaseDistance|None=None, # default LpDistance(): Euclidean distance of L2-normalised embeddings
                 ):
         super().__init__(distance)
         self.pos_margin, self.neg_margin = pos_margin, neg_margin
@@ -114,7 +114,7 @@ class TripletMarginLoss(MetricLoss):
                  swap:bool=False, # use the positive-negative distance when it violates the margin more (Balntas et al. 2016)
                  smooth_loss:bool=False, # softplus instead of the hinge (the soft margin of Hermans et al. 2017)
                  triplets_per_anchor:int|str|None="all", # without a miner: "all" triplets, or this many random ones per anchor
-                 distance:BaseDistance|None=None, # default `LpDistance()`
+                 distance:BaseDistance|None=None, # default LpDistance()
                 ):
         super().__init__(distance)
         _check_triplets_per_anchor(triplets_per_anchor)
@@ -158,9 +158,9 @@ class MarginLoss(MetricLoss):
                  nu:float=0., # weight of the regulariser nu * beta that pushes a learned boundary down
                  beta:float=1.2, # the initial boundary between positive and negative distances
                  triplets_per_anchor:int|str|None="all", # without a miner: "all" triplets, or this many random ones per anchor
-                 learn_beta:bool=False, # make `beta` a learnable parameter
+                 learn_beta:bool=False, # make beta a learnable parameter
                  num_classes:int|None=None, # one beta per class (indexed by the anchor's label); None for a single beta
-                 distance:BaseDistance|None=None, # default `LpDistance()`
+                 distance:BaseDistance|None=None, # default LpDistance()
                 ):
         super().__init__(distance)
         _check_triplets_per_anchor(triplets_per_anchor)
@@ -229,7 +229,7 @@ class MultiSimilarityLoss(GenericPairLoss):
                  alpha:float=2, # sharpness of the positive term
                  beta:float=50, # sharpness of the negative term
                  base:float=0.5, # the similarity threshold lambda that both terms are measured from
-                 distance:BaseDistance|None=None, # default `CosineSimilarity()`
+                 distance:BaseDistance|None=None, # default CosineSimilarity()
                 ):
         super().__init__(distance)
         if alpha <= 0 or beta <= 0: raise ValueError(f"alpha and beta must be positive, got {alpha}, {beta}")
@@ -250,7 +250,7 @@ class GeneralizedLiftedStructureLoss(GenericPairLoss):
     def __init__(self,
                  neg_margin:float=1, # negatives farther than this contribute little
                  pos_margin:float=0, # positives closer than this contribute little
-                 distance:BaseDistance|None=None, # default `LpDistance()`
+                 distance:BaseDistance|None=None, # default LpDistance()
                 ):
         super().__init__(distance)
         self.neg_margin, self.pos_margin = neg_margin, pos_margin
@@ -267,7 +267,7 @@ class CircleLoss(GenericPairLoss):
     def __init__(self,
                  m:float=0.4, # relaxation: sets the optima 1 + m, -m and the margins 1 - m, m
                  gamma:float=80, # scale of the similarities
-                 distance:BaseDistance|None=None, # must be `CosineSimilarity()` (the default)
+                 distance:BaseDistance|None=None, # must be CosineSimilarity() (the default)
                 ):
         super().__init__(distance)
         if not isinstance(self.distance, CosineSimilarity): raise ValueError(f"CircleLoss needs distance=CosineSimilarity(), got {type(self.distance).__name__}")
@@ -290,7 +290,7 @@ class SignalToNoiseRatioContrastiveLoss(ContrastiveLoss):
     def __init__(self,
                  pos_margin:float=0., # positive pairs with an SNR distance below this cost nothing
                  neg_margin:float=1., # negative pairs with an SNR distance above this cost nothing
-                 distance:BaseDistance|None=None, # must be `SNRDistance()` (the default)
+                 distance:BaseDistance|None=None, # must be SNRDistance() (the default)
                 ):
         super().__init__(pos_margin, neg_margin, distance)
         if not isinstance(self.distance, SNRDistance): raise ValueError(f"SignalToNoiseRatioContrastiveLoss needs distance=SNRDistance(), got {type(self.distance).__name__}")

@@ -52,8 +52,8 @@ class ProxyNCALoss(_ProxyLoss):
                  num_classes:int, # number of training classes
                  embedding_size:int, # dimension of the embeddings
                  softmax_scale:float=1, # s: multiplies the negated distances before the softmax
-                 distance:BaseDistance|None=None, # default `LpDistance(power=2)`: squared distance of normalised vectors
-                 weight_init_func=None, # initialiser of `proxies`; default `nn.init.normal_`, as PML
+                 distance:BaseDistance|None=None, # default LpDistance(power=2): squared distance of normalised vectors
+                 weight_init_func=None, # initialiser of proxies; default nn.init.normal_, as PML
                 ):
         super().__init__(num_classes, embedding_size, distance)
         self.softmax_scale = softmax_scale
@@ -89,8 +89,8 @@ class ProxyAnchorLoss(_ProxyLoss):
                  embedding_size:int, # dimension of the embeddings
                  margin:float=0.1, # delta: positives should reach similarity > delta, negatives < -delta
                  alpha:float=32, # scale: the larger, the more the hardest samples dominate
-                 distance:BaseDistance|None=None, # default `CosineSimilarity()`
-                 weight_init_func=None, # initialiser of `proxies`; default Kaiming normal with mode="fan_out", as PML
+                 distance:BaseDistance|None=None, # default CosineSimilarity()
+                 weight_init_func=None, # initialiser of proxies; default Kaiming normal with mode="fan_out", as PML
                 ):
         super().__init__(num_classes, embedding_size, distance)
         self.margin, self.alpha = margin, alpha
@@ -121,8 +121,8 @@ class SoftTripleLoss(_ProxyLoss):
                  la:float=20, # lambda: scale of the class logits
                  gamma:float=0.1, # temperature of the soft maximum over a class's centres (small: nearly the max)
                  margin:float=0.01, # delta: subtracted from the target class's similarity
-                 distance:BaseDistance|None=None, # a similarity; default `CosineSimilarity()`
-                 weight_init_func=None, # initialiser of `fc`; default Kaiming uniform with a=sqrt(5), as PML
+                 distance:BaseDistance|None=None, # a similarity; default CosineSimilarity()
+                 weight_init_func=None, # initialiser of fc; default Kaiming uniform with a=sqrt(5), as PML
                 ):
         super().__init__(num_classes, embedding_size, distance)
         if not self.distance.is_inverted: raise ValueError(f"SoftTripleLoss needs a similarity (e.g. CosineSimilarity), got the distance {type(self.distance).__name__}")
@@ -152,8 +152,8 @@ class NormalizedSoftmaxLoss(_ProxyLoss):
                  num_classes:int, # number of training classes
                  embedding_size:int, # dimension of the embeddings
                  temperature:float=0.05, # sigma: the logits are similarities / temperature
-                 distance:BaseDistance|None=None, # default `DotProductSimilarity()` (of normalised embeddings)
-                 weight_init_func=None, # initialiser of `W`; default `nn.init.normal_`, as PML
+                 distance:BaseDistance|None=None, # default DotProductSimilarity() (of normalised embeddings)
+                 weight_init_func=None, # initialiser of W; default nn.init.normal_, as PML
                 ):
         super().__init__(num_classes, embedding_size, distance)
         self.temperature = temperature

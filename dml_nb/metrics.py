@@ -82,7 +82,7 @@ def _knn_blocks(query:torch.Tensor, reference:torch.Tensor|None, k:int, block:in
 # %% ../nbs/07_metrics.ipynb #cb0d8227
 def knn_search(query:torch.Tensor|np.ndarray, # (n, d) query embeddings, tensor or array
                k:int, # number of neighbours
-               reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None searches `query` leaving each query out
+               reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None searches query leaving each query out
               ) -> tuple[torch.Tensor, torch.Tensor]:
     "Exact `k` nearest references of each query by squared L2 distance: (n, k) float32 distances (inf beyond float32's range) and int64 indices."
     query = as_embeddings(query, "query")
@@ -242,10 +242,10 @@ def _clustering_of_queries(query:torch.Tensor, query_labels:torch.Tensor, query_
 
 def retrieval_metrics(query:torch.Tensor|np.ndarray, # (n, d) query embeddings, tensor or array, any float dtype
                       query_labels:torch.Tensor|np.ndarray, # (n,) labels of the queries: integers, or numpy text
-                      reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None means leave-one-out inside `query`
+                      reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None means leave-one-out inside query
                       reference_labels:torch.Tensor|np.ndarray|None=None, # (m,) labels of the references, of the queries' kind
                       ks:tuple=(1, 2, 4, 8), # the k of each recall@k; () for none
-                      include:list|tuple|None=None, # keys to compute (see `metric_names`); None means all
+                      include:list|tuple|None=None, # keys to compute (see metric_names); None means all
                      ) -> dict:
     "Precision@1, R-precision, MAP@R, recall@k (PML's `AccuracyCalculator(k='max_bin_count')` conventions) and NMI/AMI, averaged over the queries."
     ks = _check_ks(ks)
@@ -259,10 +259,10 @@ def retrieval_metrics(query:torch.Tensor|np.ndarray, # (n, d) query embeddings, 
 # %% ../nbs/07_metrics.ipynb #1884c531
 def per_class_metrics(query:torch.Tensor|np.ndarray, # (n, d) query embeddings, tensor or array, any float dtype
                       query_labels:torch.Tensor|np.ndarray, # (n,) labels of the queries: integers, or numpy text
-                      reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None means leave-one-out inside `query`
+                      reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None means leave-one-out inside query
                       reference_labels:torch.Tensor|np.ndarray|None=None, # (m,) labels of the references, of the queries' kind
                       ks:tuple=(1, 2, 4, 8), # the k of each recall@k; () for none
-                      include:list|tuple|None=None, # keys to compute (see `metric_names`; NMI and AMI are global and left out); None means all
+                      include:list|tuple|None=None, # keys to compute (see metric_names; NMI and AMI are global and left out); None means all
                      ) -> pd.DataFrame:
     "One row per query class (index `label`): each retrieval metric averaged over the class's queries, and their number (`queries`)."
     ks = _check_ks(ks)
@@ -298,7 +298,7 @@ def majority_vote(knn_labels:torch.Tensor) -> torch.Tensor:
 
 def knn_accuracy(query:torch.Tensor|np.ndarray, # (n, d) query embeddings, tensor or array
                  query_labels:torch.Tensor|np.ndarray, # (n,) labels of the queries: integers, or numpy text
-                 reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None means leave-one-out inside `query`
+                 reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None means leave-one-out inside query
                  reference_labels:torch.Tensor|np.ndarray|None=None, # (m,) labels of the references, of the queries' kind
                  k:int=5, # neighbours that vote
                 ) -> float:
@@ -350,7 +350,7 @@ def one_shot_episodes(labels:np.ndarray, # (n,) character of each drawing
     return episodes
 
 def one_shot_accuracy(embeddings:torch.Tensor|np.ndarray, # (n, d) embeddings (or flattened pixels) of every drawing, any float dtype
-                      episodes:list, # (support, query) index arrays, from `one_shot_episodes`
+                      episodes:list, # (support, query) index arrays, from one_shot_episodes
                      ) -> np.ndarray:
     "Accuracy of each episode: the fraction of queries whose nearest support (Euclidean; a tie goes to the first) is their own character."
     x = as_embeddings(embeddings).double()
@@ -398,7 +398,7 @@ def one_shot_report(embeddings:torch.Tensor|np.ndarray, # (n, d) embeddings of e
 _METRIC_ORDER = ("mean_average_precision_at_r", "r_precision", "precision_at_1")
 _METRIC_LABELS = {"mean_average_precision_at_r": "MAP@R", "r_precision": "R-precision", "precision_at_1": "P@1"}
 
-def metric_label(name:str) -> str: # a key of `retrieval_metrics`'s or `one_shot_report`'s result
+def metric_label(name:str) -> str: # a key of retrieval_metrics's or one_shot_report's result
     "The short name of a metric: `mean_average_precision_at_r` -> `MAP@R`, `recall_at_4` -> `recall@4`, `20_way` -> `20-way one-shot`."
     return _METRIC_LABELS.get(name) or re.sub(r"^recall_at_(\d+)$", r"recall@\1", re.sub(r"^(\d+)_way$", r"\1-way one-shot", name))
 
@@ -453,7 +453,7 @@ def embed_with_baselines(models:dict, # name -> embedder, e.g. {"untrained": ...
     return {name: torch.cat(chunks) for name, chunks in out.items()}
 
 # %% ../nbs/07_metrics.ipynb #aed5c44e
-def baseline_report(embeddings:dict, # row name -> (n, d) embeddings of the same images, e.g. from `embed_with_baselines`
+def baseline_report(embeddings:dict, # row name -> (n, d) embeddings of the same images, e.g. from embed_with_baselines
                     labels, # (n,) class of each image
                     groups=None, # (n,) group of each image (the alphabet): one-shot episodes stay inside a group
                     drawers=None, # (n,) who drew each image; None: no one-shot episodes
@@ -474,7 +474,7 @@ def baseline_report(embeddings:dict, # row name -> (n, d) embeddings of the same
 # %% ../nbs/07_metrics.ipynb #47f7af1f
 _VERDICT_METRICS = ("mean_average_precision_at_r", "r_precision", "precision_at_1")
 
-def baseline_verdict(rows:dict, # from `baseline_report`
+def baseline_verdict(rows:dict, # from baseline_report
                      model:str="trained", # the row to judge
                      baselines:tuple=("raw pixels", "untrained"), # the rows it must beat
                     ) -> str:

@@ -39,31 +39,38 @@ class BaseMiner(nn.Module):
         "Zero the counts of what the last call found."
         self.num_pos_pairs = self.num_neg_pairs = self.num_triplets = 0
 
-    def forward(self,
-                embeddings:torch.Tensor, # (n, d) embeddings of the batch (the anchors)
-                labels:torch.Tensor, # (n,) integer class labels
-                ref_emb:torch.Tensor|None=None, # (m, d) embeddings positives and negatives are taken from; None for the batch
-                ref_labels:torch.Tensor|None=None, # (m,) labels of `ref_emb`
-               ) -> tuple[torch.Tensor, ...]:
-        "Mine the batch: `(a, p, n)` triplets or `(a1, p, a2, n)` pairs, as long tensors on `embeddings`' device."
-        self.reset_counts()
-        if labels is None: raise ValueError(f"{type(self).__name__} needs labels")
-        check_embeddings(embeddings, labels)
-        if ref_emb is None and ref_labels is not None: raise ValueError("ref_labels was given without ref_emb")
-        if ref_emb is not None:
-            if not self.supports_ref: raise ValueError(f"{type(self).__name__} does not support ref_emb")
-            if ref_labels is None: raise ValueError("ref_emb was given without ref_labels")
-            check_embeddings(ref_emb, ref_labels, name="ref_emb")
-            if ref_emb.shape[1] != embeddings.shape[1]:
-                raise ValueError(f"ref_emb has dimension {ref_emb.shape[1]} but embeddings have {embeddings.shape[1]}")
-        device = embeddings.device
-        with torch.no_grad(), float32_context(embeddings):
-            embeddings, labels = embeddings.float(), labels.to(device, torch.long)
-            if ref_emb is None: ref_emb, ref_labels = embeddings, labels  # the same objects: "compare with itself"
-            else: ref_emb, ref_labels = ref_emb.to(device, torch.float32), ref_labels.to(device, torch.long)
-            tuples = tuple(t.to(device, torch.long) for t in self.mine(embeddings, labels, ref_emb, ref_labels))
-        self.record(tuples)
-        return tuples
+# %% ../nbs/05_miners.ipynb #256b7119
+def _check_miner_inputs(miner:BaseMiner, embeddings, labels, ref_emb, ref_labels):
+    "Raise the error that names what `miner` cannot mine: no labels, bad embeddings, an incomplete, refused or mismatched reference set."
+    if labels is None: raise ValueError(f"{type(miner).__name__} needs labels")
+    check_embeddings(embeddings, labels)
+    if ref_emb is None and ref_labels is not None: raise ValueError("ref_labels was given without ref_emb")
+    if ref_emb is not None:
+        if not miner.supports_ref: raise ValueError(f"{type(miner).__name__} does not support ref_emb")
+        if ref_labels is None: raise ValueError("ref_emb was given without ref_labels")
+        check_embeddings(ref_emb, ref_labels, name="ref_emb")
+        if ref_emb.shape[1] != embeddings.shape[1]:
+            raise ValueError(f"ref_emb has dimension {ref_emb.shape[1]} but embeddings have {embeddings.shape[1]}")
+
+# %% ../nbs/05_miners.ipynb #9741a055
+@patch
+def forward(self:BaseMiner,
+            embeddings:torch.Tensor, # (n, d) embeddings of the batch (the anchors)
+            labels:torch.Tensor, # (n,) integer class labels
+            ref_emb:torch.Tensor|None=None, # (m, d) embeddings positives and negatives are taken from; None for the batch
+            ref_labels:torch.Tensor|None=None, # (m,) labels of ref_emb
+           ) -> tuple[torch.Tensor, ...]:
+    "Mine the batch: `(a, p, n)` triplets or `(a1, p, a2, n)` pairs, as long tensors on `embeddings`' device."
+    self.reset_counts()
+    _check_miner_inputs(self, embeddings, labels, ref_emb, ref_labels)
+    device = embeddings.device
+    with torch.no_grad(), float32_context(embeddings):
+        embeddings, labels = embeddings.float(), labels.to(device, torch.long)
+        if ref_emb is None: ref_emb, ref_labels = embeddings, labels  # the same objects: "compare with itself"
+        else: ref_emb, ref_labels = ref_emb.to(device, torch.float32), ref_labels.to(device, torch.long)
+        tuples = tuple(t.to(device, torch.long) for t in self.mine(embeddings, labels, ref_emb, ref_labels))
+    self.record(tuples)
+    return tuples
 
 # %% ../nbs/05_miners.ipynb #c8b3034f
 @patch
@@ -88,7 +95,7 @@ class BatchEasyHardMiner(BaseMiner):
                  neg_strategy:str=SEMIHARD, # how to pick the negative: "hard" (nearest), "semihard", "easy" (farthest) or "all"
                  allowed_pos_range:tuple|None=None, # (low, high): only positive pairs whose distance lies in this range
                  allowed_neg_range:tuple|None=None, # (low, high): only negative pairs whose distance lies in this range
-                 distance:BaseDistance|None=None, # how embeddings are compared; default `LpDistance(p=2)`
+                 distance:BaseDistance|None=None, # how embeddings are compared; default LpDistance(p=2)
                 ):
         super().__init__(distance)
         strategies = self.all_batch_mining_strategies
@@ -146,7 +153,7 @@ class BatchHardMiner(BatchEasyHardMiner):
     def __init__(self,
                  allowed_pos_range:tuple|None=None, # (low, high): only positive pairs whose distance lies in this range
                  allowed_neg_range:tuple|None=None, # (low, high): only negative pairs whose distance lies in this range
-                 distance:BaseDistance|None=None, # how embeddings are compared; default `LpDistance(p=2)`
+                 distance:BaseDistance|None=None, # how embeddings are compared; default LpDistance(p=2)
                 ):
         super().__init__(self.HARD, self.HARD, allowed_pos_range, allowed_neg_range, distance)
 
@@ -161,7 +168,7 @@ class TripletMarginMiner(BaseMiner):
     def __init__(self,
                  margin:float=0.2, # the triplet margin
                  type_of_triplets:str="all", # "all" triplets violating the margin, or their "hard" / "semihard" part, or the "easy" rest
-                 distance:BaseDistance|None=None, # how embeddings are compared; default `LpDistance(p=2)`
+                 distance:BaseDistance|None=None, # how embeddings are compared; default LpDistance(p=2)
                 ):
         super().__init__(distance)
         if type_of_triplets not in self.triplet_types:
@@ -184,30 +191,32 @@ class MultiSimilarityMiner(BaseMiner):
     "Pairs that are harder than the anchor's hardest pair of the other kind, up to `epsilon` (Wang et al. 2019, eq. 3-4; PML's `MultiSimilarityMiner`)."
     def __init__(self,
                  epsilon:float=0.1, # the slack in eq. 3-4
-                 distance:BaseDistance|None=None, # how embeddings are compared; default `CosineSimilarity()`
+                 distance:BaseDistance|None=None, # how embeddings are compared; default CosineSimilarity()
                 ):
         super().__init__(distance)
         self.epsilon = epsilon
 
     def default_distance(self) -> BaseDistance: return CosineSimilarity()
 
-    def mine(self, embeddings, labels, ref_emb, ref_labels):
-        mat = self.distance(embeddings, ref_emb)
-        pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
-        if not pos_mask.any() or not neg_mask.any(): return _empty_tuple(4, mat.device)
-        big, inverted = torch.finfo(mat.dtype).max, self.distance.is_inverted
-        # pairs of the other kind sort to the end where they can never be picked
-        pos_sorted, pos_order = mat.masked_fill(~pos_mask, big if inverted else -big).sort(1)
-        neg_sorted, neg_order = mat.masked_fill(~neg_mask, -big if inverted else big).sort(1)
-        if inverted:
-            hardest_pos, hardest_neg = pos_sorted[:, :1], neg_sorted[:, -1:]  # least similar positive, most similar negative
-            keep_pos, keep_neg = pos_sorted - self.epsilon < hardest_neg, neg_sorted + self.epsilon > hardest_pos
-        else:
-            hardest_pos, hardest_neg = pos_sorted[:, -1:], neg_sorted[:, :1]  # farthest positive, nearest negative
-            keep_pos, keep_neg = pos_sorted + self.epsilon > hardest_neg, neg_sorted - self.epsilon < hardest_pos
-        a1, pos_rank = torch.where(keep_pos)
-        a2, neg_rank = torch.where(keep_neg)
-        return a1, pos_order[a1, pos_rank], a2, neg_order[a2, neg_rank]
+# %% ../nbs/05_miners.ipynb #7886ea68
+@patch
+def mine(self:MultiSimilarityMiner, embeddings, labels, ref_emb, ref_labels):
+    mat = self.distance(embeddings, ref_emb)
+    pos_mask, neg_mask = pos_neg_masks(labels, ref_labels)
+    if not pos_mask.any() or not neg_mask.any(): return _empty_tuple(4, mat.device)
+    big, inverted = torch.finfo(mat.dtype).max, self.distance.is_inverted
+    # pairs of the other kind sort to the end where they can never be picked
+    pos_sorted, pos_order = mat.masked_fill(~pos_mask, big if inverted else -big).sort(1)
+    neg_sorted, neg_order = mat.masked_fill(~neg_mask, -big if inverted else big).sort(1)
+    if inverted:
+        hardest_pos, hardest_neg = pos_sorted[:, :1], neg_sorted[:, -1:]  # least similar positive, most similar negative
+        keep_pos, keep_neg = pos_sorted - self.epsilon < hardest_neg, neg_sorted + self.epsilon > hardest_pos
+    else:
+        hardest_pos, hardest_neg = pos_sorted[:, -1:], neg_sorted[:, :1]  # farthest positive, nearest negative
+        keep_pos, keep_neg = pos_sorted + self.epsilon > hardest_neg, neg_sorted - self.epsilon < hardest_pos
+    a1, pos_rank = torch.where(keep_pos)
+    a2, neg_rank = torch.where(keep_neg)
+    return a1, pos_order[a1, pos_rank], a2, neg_order[a2, neg_rank]
 
 # %% ../nbs/05_miners.ipynb #969c47c1
 class PairMarginMiner(BaseMiner):
@@ -215,7 +224,7 @@ class PairMarginMiner(BaseMiner):
     def __init__(self,
                  pos_margin:float=0.2, # positive pairs farther than this are kept
                  neg_margin:float=0.8, # negative pairs closer than this are kept
-                 distance:BaseDistance|None=None, # how embeddings are compared; default `LpDistance(p=2)`
+                 distance:BaseDistance|None=None, # how embeddings are compared; default LpDistance(p=2)
                 ):
         super().__init__(distance)
         self.pos_margin, self.neg_margin = pos_margin, neg_margin
@@ -232,7 +241,7 @@ class HDCMiner(BaseMiner):
     "The hardest `filter_percentage` of the positive pairs and of the negative pairs (Yuan et al. 2017; PML's `HDCMiner`)."
     def __init__(self,
                  filter_percentage:float=0.5, # fraction of each kind of pair to keep, hardest first
-                 distance:BaseDistance|None=None, # how embeddings are compared; default `LpDistance(p=2)`
+                 distance:BaseDistance|None=None, # how embeddings are compared; default LpDistance(p=2)
                 ):
         super().__init__(distance)
         if not 0 < filter_percentage <= 1: raise ValueError(f"filter_percentage must be in (0, 1], got {filter_percentage}")
@@ -261,7 +270,7 @@ class AngularMiner(BaseMiner):
     "Triplets whose angle at the negative exceeds `angle` degrees (Wang et al. 2017; PML's `AngularMiner`)."
     def __init__(self,
                  angle:float=20, # the threshold angle alpha, in degrees
-                 distance:BaseDistance|None=None, # must be `LpDistance(p=2, power=1, normalize_embeddings=True)`, the default
+                 distance:BaseDistance|None=None, # must be LpDistance(p=2, power=1, normalize_embeddings=True), the default
                 ):
         super().__init__(distance)
         _check_euclidean(self)
@@ -282,29 +291,32 @@ class DistanceWeightedMiner(BaseMiner):
     def __init__(self,
                  cutoff:float=0.5, # distances are clamped below at this value (bounds the weights)
                  nonzero_loss_cutoff:float=1.4, # negatives this far or farther are never drawn
-                 distance:BaseDistance|None=None, # must be `LpDistance(p=2, power=1, normalize_embeddings=True)`, the default
+                 distance:BaseDistance|None=None, # must be LpDistance(p=2, power=1, normalize_embeddings=True), the default
                 ):
         super().__init__(distance)
         _check_euclidean(self)
         self.cutoff, self.nonzero_loss_cutoff = float(cutoff), float(nonzero_loss_cutoff)
 
-    def negative_weights(self, embeddings, labels, ref_emb, ref_labels):
-        "The (n, m) matrix of sampling weights, each row summing to 1 (NaN for an anchor with nothing to draw)."
-        dim = float(embeddings.size(1))
-        dist = self.distance(embeddings, ref_emb).clamp(min=self.cutoff)
-        # log of 1/q(D): (2 - d) log D - (d - 3)/2 log(1 - D^2/4)
-        log_weights = (2.0 - dim) * torch.log(dist) - ((dim - 3) / 2) * torch.log(1.0 - 0.25 * dist**2.0)
-        bad = torch.isinf(log_weights) | torch.isnan(log_weights)  # D = 2 exactly, or D > 2 by rounding
-        neg = (labels.unsqueeze(1) != ref_labels.unsqueeze(0)).to(log_weights.dtype)
-        log_weights = log_weights * neg
-        if bad.all(): return torch.zeros_like(log_weights)
-        weights = torch.exp(log_weights - log_weights[~bad].max())  # subtract the largest for stability
-        weights = weights * neg * (dist < self.nonzero_loss_cutoff).to(weights.dtype)
-        weights[bad] = 0
-        return weights / weights.sum(1, keepdim=True)
+# %% ../nbs/05_miners.ipynb #906d4f1f
+@patch
+def negative_weights(self:DistanceWeightedMiner, embeddings, labels, ref_emb, ref_labels):
+    "The (n, m) matrix of sampling weights, each row summing to 1 (NaN for an anchor with nothing to draw)."
+    dim = float(embeddings.size(1))
+    dist = self.distance(embeddings, ref_emb).clamp(min=self.cutoff)
+    # log of 1/q(D): (2 - d) log D - (d - 3)/2 log(1 - D^2/4)
+    log_weights = (2.0 - dim) * torch.log(dist) - ((dim - 3) / 2) * torch.log(1.0 - 0.25 * dist**2.0)
+    bad = torch.isinf(log_weights) | torch.isnan(log_weights)  # D = 2 exactly, or D > 2 by rounding
+    neg = (labels.unsqueeze(1) != ref_labels.unsqueeze(0)).to(log_weights.dtype)
+    log_weights = log_weights * neg
+    if bad.all(): return torch.zeros_like(log_weights)
+    weights = torch.exp(log_weights - log_weights[~bad].max())  # subtract the largest for stability
+    weights = weights * neg * (dist < self.nonzero_loss_cutoff).to(weights.dtype)
+    weights[bad] = 0
+    return weights / weights.sum(1, keepdim=True)
 
-    def mine(self, embeddings, labels, ref_emb, ref_labels):
-        return random_triplets_indices(labels, ref_labels, weights=self.negative_weights(embeddings, labels, ref_emb, ref_labels))
+@patch
+def mine(self:DistanceWeightedMiner, embeddings, labels, ref_emb, ref_labels):
+    return random_triplets_indices(labels, ref_labels, weights=self.negative_weights(embeddings, labels, ref_emb, ref_labels))
 
 # %% ../nbs/05_miners.ipynb #c7652c79
 class UniformHistogramMiner(BaseMiner):
@@ -313,34 +325,37 @@ class UniformHistogramMiner(BaseMiner):
                  num_bins:int=100, # number of equal-width distance bins
                  pos_per_bin:int=10, # positive pairs drawn (with replacement) from every non-empty bin
                  neg_per_bin:int=10, # negative pairs drawn (with replacement) from every non-empty bin
-                 distance:BaseDistance|None=None, # how embeddings are compared; default `LpDistance(p=2)`
+                 distance:BaseDistance|None=None, # how embeddings are compared; default LpDistance(p=2)
                 ):
         super().__init__(distance)
         self.num_bins, self.pos_per_bin, self.neg_per_bin = num_bins, pos_per_bin, neg_per_bin
 
-    def sample_per_bin(self, values, per_bin):
-        "Positions in `values` drawn `per_bin` times from each non-empty bin, bins in increasing order."
-        edges = torch.linspace(values.min(), values.max(), steps=self.num_bins + 1, device=values.device, dtype=values.dtype)
-        which = (torch.bucketize(values, edges, right=True) - 1).clamp(max=self.num_bins - 1)  # last bin is closed
-        picks = []
-        for b in torch.unique(which).tolist():
-            members = torch.where(which == b)[0]
-            picks.append(members[torch.multinomial(torch.ones(len(members), device=values.device), per_bin, replacement=True)])
-        return torch.cat(picks)
+# %% ../nbs/05_miners.ipynb #b7c80673
+@patch
+def sample_per_bin(self:UniformHistogramMiner, values, per_bin):
+    "Positions in `values` drawn `per_bin` times from each non-empty bin, bins in increasing order."
+    edges = torch.linspace(values.min(), values.max(), steps=self.num_bins + 1, device=values.device, dtype=values.dtype)
+    which = (torch.bucketize(values, edges, right=True) - 1).clamp(max=self.num_bins - 1)  # last bin is closed
+    picks = []
+    for b in torch.unique(which).tolist():
+        members = torch.where(which == b)[0]
+        picks.append(members[torch.multinomial(torch.ones(len(members), device=values.device), per_bin, replacement=True)])
+    return torch.cat(picks)
 
-    def mine(self, embeddings, labels, ref_emb, ref_labels):
-        mat = self.distance(embeddings, ref_emb)
-        a1, p, a2, n = all_pairs_indices(labels, ref_labels)
-        if len(a1): k = self.sample_per_bin(mat[a1, p], self.pos_per_bin); a1, p = a1[k], p[k]
-        if len(a2): k = self.sample_per_bin(mat[a2, n], self.neg_per_bin); a2, n = a2[k], n[k]
-        return a1, p, a2, n
+@patch
+def mine(self:UniformHistogramMiner, embeddings, labels, ref_emb, ref_labels):
+    mat = self.distance(embeddings, ref_emb)
+    a1, p, a2, n = all_pairs_indices(labels, ref_labels)
+    if len(a1): k = self.sample_per_bin(mat[a1, p], self.pos_per_bin); a1, p = a1[k], p[k]
+    if len(a2): k = self.sample_per_bin(mat[a2, n], self.neg_per_bin); a2, n = a2[k], n[k]
+    return a1, p, a2, n
 
 # %% ../nbs/05_miners.ipynb #30ee9efb
 class MaximumLossMiner(BaseMiner):
     "The tuples of the random sub-batch with the largest loss, out of `num_trials` (after PML 0.9's `MaximumLossMiner`)."
     supports_ref = False
     def __init__(self,
-                 loss:nn.Module, # any loss called as `loss(embeddings, labels, indices_tuple)`
+                 loss:nn.Module, # any loss called as loss(embeddings, labels, indices_tuple)
                  miner:BaseMiner|None=None, # mines each sub-batch; None for all its pairs
                  num_trials:int=5, # how many random sub-batches to score
                  output_batch_size:int|None=None, # size of each sub-batch; None for half the batch (capped at the batch size)
@@ -351,18 +366,20 @@ class MaximumLossMiner(BaseMiner):
         self.loss, self.miner, self.num_trials, self.output_batch_size = loss, miner, num_trials, output_batch_size
         self.avg_loss = self.max_loss = None
 
-    def mine(self, embeddings, labels, ref_emb, ref_labels):
-        size = max(len(labels) // 2, 1) if self.output_batch_size is None else min(self.output_batch_size, len(labels))
-        losses, best = [], None
-        for _ in range(self.num_trials):
-            subset = torch.randperm(len(labels))[:size].to(embeddings.device)
-            sub_embeddings, sub_labels = embeddings[subset], labels[subset]
-            tuples = self.miner(sub_embeddings, sub_labels) if self.miner is not None else all_pairs_indices(sub_labels)
-            losses.append(float(self.loss(sub_embeddings, sub_labels, tuples)))
-            if best is None or losses[-1] > losses[best[0]]: best = (len(losses) - 1, subset, tuples)  # first maximum wins
-        self.avg_loss, self.max_loss = sum(losses) / len(losses), losses[best[0]]
-        _, subset, tuples = best
-        return tuple(subset[t] for t in tuples)
+# %% ../nbs/05_miners.ipynb #f3f314cf
+@patch
+def mine(self:MaximumLossMiner, embeddings, labels, ref_emb, ref_labels):
+    size = max(len(labels) // 2, 1) if self.output_batch_size is None else min(self.output_batch_size, len(labels))
+    losses, best = [], None
+    for _ in range(self.num_trials):
+        subset = torch.randperm(len(labels))[:size].to(embeddings.device)
+        sub_embeddings, sub_labels = embeddings[subset], labels[subset]
+        tuples = self.miner(sub_embeddings, sub_labels) if self.miner is not None else all_pairs_indices(sub_labels)
+        losses.append(float(self.loss(sub_embeddings, sub_labels, tuples)))
+        if best is None or losses[-1] > losses[best[0]]: best = (len(losses) - 1, subset, tuples)  # first maximum wins
+    self.avg_loss, self.max_loss = sum(losses) / len(losses), losses[best[0]]
+    _, subset, tuples = best
+    return tuple(subset[t] for t in tuples)
 
 # %% ../nbs/05_miners.ipynb #5fb9ab49
 def miner_classes() -> dict[str, type]:
@@ -372,8 +389,8 @@ def miner_classes() -> dict[str, type]:
     return dict(sorted(found.items()))
 
 def create_miner(name:str, # a miner class name, any case, with or without "Miner", snake_case allowed: "batch_hard"
-                 loss:nn.Module|None=None, # the training loss, for a miner that scores tuples with one (`MaximumLossMiner`)
-                 where:str="", # what to name first in an error about `kwargs`, e.g. "--miner_args"
+                 loss:nn.Module|None=None, # the training loss, for a miner that scores tuples with one (MaximumLossMiner)
+                 where:str="", # what to name first in an error about kwargs, e.g. "--miner_args"
                  **kwargs, # the miner's hyperparameters, e.g. epsilon=0.1
                 ) -> BaseMiner:
     "Build a miner by name, the way the console scripts do."

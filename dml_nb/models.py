@@ -25,7 +25,7 @@ class GeM(nn.Module):
     def __init__(self,
                  p:float=3., # initial exponent: 1 is average pooling, large values approach max pooling
                  eps:float=1e-6, # activations are clamped to at least this before the power
-                 learn_p:bool=True, # train `p` with the network
+                 learn_p:bool=True, # train p with the network
                 ):
         super().__init__()
         self.p = nn.Parameter(torch.tensor([float(p)]), requires_grad=learn_p)
@@ -45,13 +45,13 @@ class GeM(nn.Module):
 POOLS = ("avg", "max", "avgmax", "catavgmax", "gem")  # the first four are timm's SelectAdaptivePool2d
 
 def create_pool(name:str, # "avg", "max", "avgmax" (mean of the two), "catavgmax" (concatenation) or "gem"
-                **kwargs, # passed to the pooling module (e.g. `p=3.` for GeM)
+                **kwargs, # passed to the pooling module (e.g. p=3. for GeM)
                ) -> nn.Module:
     "The global pooling module called `name`: (n, C, h, w) -> (n, C')."
     if name not in POOLS: raise ValueError(f"unknown pool {name!r}: use one of {list(POOLS)}")
     return GeM(**kwargs) if name == "gem" else SelectAdaptivePool2d(pool_type=name, flatten=True, **kwargs)
 
-def pooled_width(pool:nn.Module, # a module from `create_pool`
+def pooled_width(pool:nn.Module, # a module from create_pool
                  channels:int, # C, the channels of the feature map
                 ) -> int:
     "C', the channels of the pooled vector: `2 * channels` for `catavgmax`, else `channels`."
@@ -100,6 +100,14 @@ def shifted_views(images:torch.Tensor, # (n, C, H, W) images
     padded = F.pad(images, (shift,) * 4, mode="replicate")
     return [images] + [padded[..., shift + dy:shift + dy + h, shift + dx:shift + dx + w] for dy, dx in ((-shift, 0), (shift, 0), (0, -shift), (0, shift))]
 
+def _check_head_args(embed_dim, neck, dropout, tta_shift):
+    "Check the head arguments of `Embedder` (which `create_embedder` checks before building a large backbone)."
+    if neck not in (None, "bn"): raise ValueError(f"neck must be 'bn' or None, got {neck!r}")
+    if embed_dim is not None and (not isinstance(embed_dim, int) or embed_dim < 1):
+        raise ValueError(f"embed_dim must be a positive integer or None, got {embed_dim!r}")
+    if not 0 <= dropout < 1: raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if not isinstance(tta_shift, int) or tta_shift < 0: raise ValueError(f"tta_shift must be a non-negative integer, got {tta_shift!r}")
+
 class Embedder(nn.Module):
     "Backbone, global pooling, linear neck (+ BatchNorm) and L2 normalisation: images (n, n_in, H, W) -> embeddings (n, embed_dim)."
     def __init__(self,
@@ -113,16 +121,12 @@ class Embedder(nn.Module):
                  n_in:int=3, # input channels, checked on every call
                  output_fmt:str="NCHW", # layout of 4-D backbone outputs: "NCHW" or "NHWC"
                  num_prefix_tokens:int=0, # class/register tokens to drop from a token sequence before pooling
-                 freeze_bn:bool=False, # keep the backbone's BatchNorm statistics fixed in training (see `freeze_bn_stats`)
-                 tta_shift:int=0, # in eval mode, average the embeddings of the image and its copies shifted by this many pixels (see `shifted_views`)
+                 freeze_bn:bool=False, # keep the backbone's BatchNorm statistics fixed in training (see freeze_bn_stats)
+                 tta_shift:int=0, # in eval mode, average the embeddings of the image and its copies shifted by this many pixels (see shifted_views)
                 ):
         super().__init__()
-        if neck not in (None, "bn"): raise ValueError(f"neck must be 'bn' or None, got {neck!r}")
-        if embed_dim is not None and (not isinstance(embed_dim, int) or embed_dim < 1):
-            raise ValueError(f"embed_dim must be a positive integer or None, got {embed_dim!r}")
-        if not 0 <= dropout < 1: raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        _check_head_args(embed_dim, neck, dropout, tta_shift)
         if output_fmt not in ("NCHW", "NHWC"): raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        if not isinstance(tta_shift, int) or tta_shift < 0: raise ValueError(f"tta_shift must be a non-negative integer, got {tta_shift!r}")
         self.backbone, self.pool = backbone, create_pool(pool)
         self.n_in, self.output_fmt, self.num_prefix_tokens, self.freeze_bn, self.tta_shift = n_in, output_fmt, num_prefix_tokens, freeze_bn, tta_shift
         width = pooled_width(self.pool, num_features)
@@ -177,7 +181,7 @@ def _pretrained_error(arch:str, err:Exception) -> RuntimeError:
 def create_backbone(arch:str, # a built-in net ("convnet4", "convnet2") or a timm model name
                     pretrained:bool|str=False, # load pretrained weights: True (download) or the path of a local weight file
                     n_in:int=3, # input channels
-                    **timm_kwargs, # passed to `timm.create_model` (e.g. drop_path_rate, img_size)
+                    **timm_kwargs, # passed to timm.create_model (e.g. drop_path_rate, img_size)
                    ) -> nn.Module:
     "The backbone of `arch`, returning its unpooled feature map, with `num_features` (and timm's `output_fmt`) attributes."
     if arch in BUILTIN_ARCHS:
@@ -206,14 +210,13 @@ def create_embedder(arch:str, # a built-in net ("convnet4", "convnet2") or any t
                     normalize:bool=True, # L2-normalise the embeddings
                     neck:str|None="bn", # "bn": BatchNorm1d after the linear layer; None: the linear layer alone
                     dropout:float=0., # dropout before the linear layer
-                    num_classes:int|None=None, # add a classifier head with this many classes (see `EmbedderWithClassifier`)
+                    num_classes:int|None=None, # add a classifier head with this many classes (see EmbedderWithClassifier)
                     freeze_bn:bool=False, # keep the backbone's BatchNorm statistics fixed in training
-                    tta_shift:int=0, # in eval mode, average the embeddings over copies shifted by this many pixels (see `Embedder`)
-                    **timm_kwargs, # passed to `timm.create_model` (e.g. drop_path_rate, img_size)
+                    tta_shift:int=0, # in eval mode, average the embeddings over copies shifted by this many pixels (see Embedder)
+                    **timm_kwargs, # passed to timm.create_model (e.g. drop_path_rate, img_size)
                    ) -> nn.Module:
     "An `Embedder` mapping images (n, n_in, H, W) to (n, embed_dim), or an `EmbedderWithClassifier` when `num_classes` is given."
-    create_pool(pool)  # check the cheap arguments before building a large backbone
-    if neck not in (None, "bn"): raise ValueError(f"neck must be 'bn' or None, got {neck!r}")
+    create_pool(pool); _check_head_args(embed_dim, neck, dropout, tta_shift)  # the cheap arguments, before building a large backbone
     backbone = create_backbone(arch, pretrained, n_in, **timm_kwargs)
     fmt = getattr(backbone, "output_fmt", "NCHW")
     model = Embedder(backbone, backbone.num_features, embed_dim=embed_dim, pool=pool, neck=neck, normalize=normalize,
@@ -225,7 +228,7 @@ def create_embedder(arch:str, # a built-in net ("convnet4", "convnet2") or any t
     return model if num_classes is None else EmbedderWithClassifier(model, num_classes)
 
 # %% ../nbs/06_models.ipynb #2e899b5b
-def embedder_from_config(config:dict, # `model.config` of a model made by `create_embedder` (e.g. read back from JSON)
+def embedder_from_config(config:dict, # model.config of a model made by create_embedder (e.g. read back from JSON)
                          pretrained:bool|str=False, # pretrained weights for the rebuilt backbone; False when saved weights follow
                         ) -> nn.Module:
     "Rebuild the (untrained) model that `create_embedder` made with `config`."
@@ -233,7 +236,7 @@ def embedder_from_config(config:dict, # `model.config` of a model made by `creat
     return create_embedder(**{**config, "pretrained": pretrained})
 
 # %% ../nbs/06_models.ipynb #f3b1bc69
-def embedder_splitter(model:nn.Module, # an `Embedder` or `EmbedderWithClassifier`
+def embedder_splitter(model:nn.Module, # an Embedder or EmbedderWithClassifier
                      ) -> list:
     "fastai parameter groups: [backbone parameters, head parameters (pooling, neck, classifier)]."
     classifier = getattr(model, "classifier", None)
@@ -243,7 +246,7 @@ def embedder_splitter(model:nn.Module, # an `Embedder` or `EmbedderWithClassifie
     return [params(embedder.backbone), head]
 
 # %% ../nbs/06_models.ipynb #123d5181
-def freeze_bn_stats(model:nn.Module, # an `Embedder`, `EmbedderWithClassifier`, or a module holding one as `.embedder`
+def freeze_bn_stats(model:nn.Module, # an Embedder, EmbedderWithClassifier, or a module holding one as .embedder
                     freeze:bool=True, # False unfreezes them again
                    ) -> nn.Module:
     "Keep the backbone's BatchNorm running statistics fixed during training (eval-mode BatchNorm, as in PML's `freeze_trunk_batchnorm`)."

@@ -16,7 +16,8 @@ from fastai.callback.progress import CSVLogger
 from fastai.callback.tracker import SaveModelCallback
 from fastcore.script import Param
 from .core import seed_everything, get_device
-from .data import DATA_PRESETS, DMLDataLoaders, check_images, data_config, data_items, hold_out, rotated_classes, split_by_group
+from .images import check_images
+from .data import DATA_PRESETS, DMLDataLoaders, data_config, data_items, hold_out, rotated_classes, split_by_group
 from .files import atomic_folder, atomic_write_json, check_out_folder
 from .losses import create_loss
 from .miners import create_miner
@@ -62,7 +63,7 @@ def _miner_or_none(miner, miner_args, loss_func):
     return create_miner(miner, loss=loss_func, where="--miner_args", **parse_kwargs(miner_args, "--miner_args"))
 
 def build_metric_loss(loss:str, # a loss name, e.g. "multi_similarity", "arcface"
-                      loss_args:str|dict|None=None, # its hyperparameters, see `parse_kwargs`
+                      loss_args:str|dict|None=None, # its hyperparameters, see parse_kwargs
                       miner:str|None=None, # a miner name, or None / "none"
                       miner_args:str|dict|None=None, # its hyperparameters
                       num_classes:int=2, # training classes, for losses with proxies or class weights
@@ -176,9 +177,8 @@ def _fit(learn, epochs:int, lr:float, guard:DivergenceGuard, pick_best:bool) -> 
     try:
         with learn.no_bar(): learn.fit_one_cycle(epochs, lr, cbs=cbs)
     except Exception:
-        if guard.message: raise OptionError(guard.message) from None
-        raise
-    if guard.message: raise OptionError(guard.message)
+        if not guard.message: raise
+    if guard.message: raise OptionError(guard.message)  # the divergence, whether fastai stopped quietly or an error followed
     (learn.path / "best_epoch.pth").unlink(missing_ok=True)  # fastai's file; its weights are in the model now
     return int(pd.read_csv(learn.path / "history.csv")["mean_average_precision_at_r"].idxmax()) if pick_best else None
 
@@ -354,7 +354,7 @@ def evaluate_run(run_dir:str, # a run folder written by dml_train
                 n_classes=len(set(names)), episodes=episodes if "drawer" in items else None, metrics=rows["trained"],
                 untrained=rows["untrained"], raw_pixels=rows["raw pixels"], verdict=baseline_verdict(rows))
 
-def evaluation_report(result:dict, # from `evaluate_run`
+def evaluation_report(result:dict, # from evaluate_run
                      ) -> str:
     "`evaluate_run`'s result as the text `dml_eval` prints: what was scored, the three-column table, the verdict."
     head = (f"{result['run']} on {result['data']}: {result['scored']}, {result['n_images']} images of {result['n_classes']} classes, "
@@ -447,7 +447,7 @@ def query_run(run_dir:str, # a run folder written by dml_train
                              for r in range(k) if positions[i, r] >= 0])
             for i, path in enumerate(paths)]
 
-def query_report(results:list, # from `query_run`
+def query_report(results:list, # from query_run
                 ) -> str:
     "`query_run`'s results as the tables `dml_query` prints."
     lines = []

@@ -190,8 +190,8 @@ class BatchSamplerDL(TfmdDL):
         if "batch_sampler" not in kwargs: kwargs["batch_sampler"] = self.batch_sampler
         return super().new(dataset=dataset, cls=cls, **kwargs)
 
-def with_batch_sampler(dl:TfmdDL, # a fastai DataLoader, e.g. `dls.train`
-                       batch_sampler, # yields one list of dataset indices per batch, has `batch_size` and `__len__`
+def with_batch_sampler(dl:TfmdDL, # a fastai DataLoader, e.g. dls.train
+                       batch_sampler, # yields one list of dataset indices per batch, has batch_size and __len__
                       ) -> BatchSamplerDL:
     "A copy of `dl` (same dataset and transforms) whose batches come from `batch_sampler`."
     n_labels = len(getattr(batch_sampler, "labels", ()))

@@ -70,7 +70,7 @@ def numba_without_openmp():
 def project_2d(embeddings:torch.Tensor|np.ndarray, # (n, d) embeddings, tensor or array
                method:str="umap", # "umap" (umap-learn), "tsne" (scikit-learn) or "pca"
                seed:int=0, # random state of the projection: the same seed gives the same coordinates
-               **kwargs, # passed to `umap.UMAP`, `sklearn.manifold.TSNE` or `sklearn.decomposition.PCA`
+               **kwargs, # passed to umap.UMAP, sklearn.manifold.TSNE or sklearn.decomposition.PCA
               ) -> np.ndarray:
     "(n, 2) coordinates of `embeddings` from UMAP, t-SNE or PCA, deterministic for a given `seed`."
     if method not in _METHODS: raise ValueError(f"unknown method {method!r}: use one of {list(_METHODS)}")
@@ -122,10 +122,10 @@ def class_legend(ax, classes, colours, class_names, title:str="class", extra=())
                for i, c in enumerate(classes)] if len(classes) <= _LEGEND_MAX else []
     ax.legend(handles=handles + list(extra), title=title, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title_fontsize=9, frameon=False)
 
-def plot_embedding_map(embeddings:torch.Tensor|np.ndarray|None, # (n, d) embeddings (None when `points` are given)
+def plot_embedding_map(embeddings:torch.Tensor|np.ndarray|None, # (n, d) embeddings (None when points are given)
                        labels:torch.Tensor|np.ndarray|list, # (n,) class labels
-                       method:str="umap", # "umap", "tsne" or "pca" (see `project_2d`)
-                       class_names:list|dict|None=None, # display names: a list indexed by class id (e.g. `dls.vocab`) or a dict
+                       method:str="umap", # "umap", "tsne" or "pca" (see project_2d)
+                       class_names:list|dict|None=None, # display names: a list indexed by class id (e.g. dls.vocab) or a dict
                        points:np.ndarray|None=None, # precomputed (n, 2) coordinates; skips the projection
                        ax=None, # draw into this matplotlib axes instead of a new figure
                        title:str|None=None, # the axes title; None for a description of the map
@@ -187,10 +187,10 @@ def _imshow(ax, image:np.ndarray, **kwargs):
     return ax.imshow(image, **kwargs)
 
 # %% ../nbs/10_vis.ipynb #d4917839
-def plot_embedding_thumbnails(embeddings:torch.Tensor|np.ndarray|None, # (n, d) embeddings (None when `points` are given)
+def plot_embedding_thumbnails(embeddings:torch.Tensor|np.ndarray|None, # (n, d) embeddings (None when points are given)
                               images, # n images: paths, PIL images, or an (n, C, H, W) / (n, H, W) array or tensor
                               labels:torch.Tensor|np.ndarray|list|None=None, # (n,) class labels: each thumbnail gets its class's frame colour
-                              method:str="umap", # "umap", "tsne" or "pca" (see `project_2d`)
+                              method:str="umap", # "umap", "tsne" or "pca" (see project_2d)
                               n:int=200, # thumbnails drawn (a random subset); every embedding is still a grey dot
                               zoom:float|None=None, # thumbnail scale (display pixels per image pixel); None for about 28 pixels a side
                               seed:int=0, # seed of the projection and of the subset
@@ -285,7 +285,7 @@ def _knn_votes(query, query_labels, reference, reference_labels, k:int) -> tuple
 
 def plot_knn_confusion(query:torch.Tensor|np.ndarray, # (n, d) query embeddings
                        query_labels:torch.Tensor|np.ndarray, # (n,) integer labels of the queries
-                       reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None means leave-one-out inside `query`
+                       reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None means leave-one-out inside query
                        reference_labels:torch.Tensor|np.ndarray|None=None, # (m,) integer labels of the references
                        k:int=5, # neighbours that vote
                        class_names:list|dict|None=None, # display names of the classes
@@ -341,9 +341,9 @@ def plot_retrieval_grid(query_images, # the queries' images: paths, PIL images, 
                         query_labels, # (n,) labels of the queries
                         reference_images, # the references' images, in the same forms
                         reference_labels, # (m,) labels of the references
-                        neighbour_indices, # (n, >=k) indices into the references, nearest first (as `knn_search` returns)
+                        neighbour_indices, # (n, >=k) indices into the references, nearest first (as knn_search returns)
                         k:int=5, # neighbours shown per query
-                        n_queries:int=8, # rows: the first `n_queries` queries
+                        n_queries:int=8, # rows: the first n_queries queries
                         class_names:list|dict|None=None, # display names of the classes
                        ) -> Figure:
     "One row per query: the query, then its `k` nearest references framed green (same class) or red (another class)."
@@ -376,7 +376,7 @@ def plot_retrieval_grid(query_images, # the queries' images: paths, PIL images, 
 def retrieval_grid_from_embeddings(query:torch.Tensor|np.ndarray, # (n, d) query embeddings
                                    query_labels, # (n,) labels of the queries
                                    query_images, # the queries' images (paths, PIL images, array or tensor)
-                                   reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None: leave-one-out inside `query`
+                                   reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None: leave-one-out inside query
                                    reference_labels=None, # (m,) labels of the references
                                    reference_images=None, # the references' images
                                    k:int=5, # neighbours shown per query
@@ -408,9 +408,9 @@ def retrieval_grid_from_embeddings(query:torch.Tensor|np.ndarray, # (n, d) query
     return plot_retrieval_grid(chosen_images, query_labels[chosen], reference_images, reference_labels, idx, k=k, n_queries=len(chosen), class_names=class_names)
 
 # %% ../nbs/10_vis.ipynb #b44bc6b7
-def plot_per_class_metrics(per_class:pd.DataFrame, # from `per_class_metrics`: one row per class
+def plot_per_class_metrics(per_class:pd.DataFrame, # from per_class_metrics: one row per class
                            metric:str="mean_average_precision_at_r", # the column to plot
-                           top:int|None=None, # show only the `top` hardest and the `top` easiest classes; None for all
+                           top:int|None=None, # show only the top hardest and the top easiest classes; None for all
                            class_names:list|dict|None=None, # display names of the classes (the frame's index)
                           ) -> Figure:
     "Horizontal bars of one retrieval metric per class, sorted, with the mean over queries: which classes the embedding fails."
@@ -444,7 +444,7 @@ def plot_per_class_metrics(per_class:pd.DataFrame, # from `per_class_metrics`: o
     return fig
 
 # %% ../nbs/10_vis.ipynb #39f44fc4
-def training_history(source, # a fastai `Learner`, its `Recorder`, or a DataFrame with one row per epoch
+def training_history(source, # a fastai Learner, its Recorder, or a DataFrame with one row per epoch
                     ) -> pd.DataFrame:
     "One row per epoch: the epoch, the losses and every metric column of fastai's table (`recorder.metric_names`)."
     if isinstance(source, Learner): source = source.recorder
@@ -460,7 +460,7 @@ def training_history(source, # a fastai `Learner`, its `Recorder`, or a DataFram
     if "epoch" not in frame.columns: frame.insert(0, "epoch", np.arange(len(frame)))
     return frame
 
-def plot_training_curves(learn_or_recorder_or_dataframe, # a fastai `Learner`, its `Recorder`, or a DataFrame with one row per epoch
+def plot_training_curves(learn_or_recorder_or_dataframe, # a fastai Learner, its Recorder, or a DataFrame with one row per epoch
                         ) -> Figure:
     "Losses (left) and every recorded metric (right) against the epoch."
     history = training_history(learn_or_recorder_or_dataframe)

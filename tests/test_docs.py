@@ -120,23 +120,26 @@ def test_every_chapter_is_a_page_in_the_sidebar():
     assert not unlisted, f"pages missing from the sidebar: {unlisted}"
 
 def _documented_names():
-    "(page, name, first docstring line) of every public function and class each module defines."
+    "(page, name, first docstring line, is a class) of every public function and class each module defines."
     for module in sorted(m.stem for m in (root/"dml_nb").glob("*.py") if not m.stem.startswith("_")):
         mod = importlib.import_module(f"dml_nb.{module}")
         nb = next(page_of(p) for p in (root/"nbs").glob("*.ipynb") if re.search(rf"#\|\s*default_exp\s+{module}\b", p.read_text()))
         for name in getattr(mod, "__all__", []):
             obj = getattr(mod, name)
             if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == mod.__name__:
-                yield nb, name, (inspect.getdoc(obj) or "").split("\n")[0]
+                yield nb, name, (inspect.getdoc(obj) or "").split("\n")[0], inspect.isclass(obj)
+
+@functools.lru_cache(None)
+def page_text(page:Path) -> str: return html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
 
 def test_every_public_name_is_documented():
-    "Each public function and class has an API entry (nbdev's anchor) on its chapter's page, with its docstring."
+    "Each public function and class has an API entry (nbdev's anchor) on its chapter's page, with its docstring; a class's signature says class."
     _need_site()
+    letters = lambda t: re.sub(r"[^a-z0-9]", "", t.lower())  # the rendering adds links, code, curly quotes, math
     missing = []
-    for nb, name, doc in _documented_names():
+    for nb, name, doc, is_class in _documented_names():
         page = site/nb
         if not page.exists() or name.lower() not in anchors(page): missing.append(f"{nb}: {name} has no entry"); continue
-        letters = lambda t: re.sub(r"[^a-z0-9]", "", t.lower())  # the rendering adds links, code, curly quotes, math
-        if doc and letters(doc)[:40] not in letters(html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))):
-            missing.append(f"{nb}: {name}'s docstring is not shown")
+        if doc and letters(doc)[:40] not in letters(page_text(page)): missing.append(f"{nb}: {name}'s docstring is not shown")
+        if is_class and f"class {name}(" not in page_text(page): missing.append(f"{nb}: {name}'s signature does not say class")
     assert not missing, "\n".join(missing)

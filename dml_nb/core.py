@@ -16,8 +16,8 @@ from fastai.torch_core import set_seed
 __all__ = ['check_embeddings', 'as_embeddings', 'as_labels', 'float32_context', 'l2_normalize', 'BaseDistance', 'LpDistance',
            'DotProductSimilarity', 'CosineSimilarity', 'SNRDistance', 'pos_neg_masks', 'all_pairs_indices',
            'all_triplets_indices', 'random_triplets_indices', 'convert_to_pairs', 'convert_to_triplets',
-           'convert_to_weights', 'seed_everything', 'get_device', 'name_key', 'snake_name', 'class_by_name',
-           'parameter_names', 'check_parameters']
+           'convert_to_weights', 'seed_everything', 'get_device', 'numba_without_openmp', 'name_key', 'snake_name',
+           'class_by_name', 'parameter_names', 'check_parameters']
 
 # %% ../nbs/00_core.ipynb #e18cf089
 def check_embeddings(embeddings:torch.Tensor, # (n, d) floating-point embeddings
@@ -313,6 +313,16 @@ def get_device(device:str|torch.device|None=None, # "cpu", "cuda", "cuda:1", "mp
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device 'mps' requested but MPS is not available; use 'cpu'")
     return device
+
+# %% ../nbs/00_core.ipynb #40d52f1f
+def numba_without_openmp():
+    "Make numba use its 'workqueue' threads, unless a threading layer is already chosen or running."
+    # numba's default OpenMP layer leaves idle threads spinning after parallel numba code (UMAP's, the metrics'): on a
+    # small machine torch and t-SNE in the same process then run many times slower.
+    if "NUMBA_THREADING_LAYER" in os.environ: return
+    import numba
+    try: numba.threading_layer()  # raises ValueError while no parallel numba code has run
+    except ValueError: numba.config.THREADING_LAYER = "workqueue"
 
 # %% ../nbs/00_core.ipynb #b708f852
 def name_key(name:str, # a name in any spelling: "MultiSimilarityLoss", "multi_similarity", "MULTISIMILARITY"

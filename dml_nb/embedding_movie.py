@@ -16,7 +16,8 @@ from fastai.callback.core import Callback
 from fastai.torch_core import to_device
 from .files import atomic_write_bytes
 from .models import embeddings_of
-from .vis import class_palette, new_figure, class_legend, axis_names, numba_without_openmp
+from .core import numba_without_openmp
+from .vis import class_palette, new_figure, class_legend, axis_names
 
 # %% auto #0
 __all__ = ['loss_proxies', 'project_snapshots', 'EmbeddingSnapshots', 'plot_embedding_movie', 'save_embedding_movie']

@@ -17,12 +17,12 @@ from matplotlib.offsetbox import OffsetImage, AnnotationBbox
 from PIL import Image
 from sklearn.metrics import confusion_matrix
 from fastai.learner import Learner, Recorder
-from .core import as_embeddings, as_labels
+from .core import as_embeddings, as_labels, numba_without_openmp
 from .metrics import knn_search, knn_predict, majority_vote
 
 # %% auto #0
-__all__ = ['MATCH_COLOUR', 'MISMATCH_COLOUR', 'QUERY_COLOUR', 'new_figure', 'class_palette', 'numba_without_openmp', 'project_2d',
-           'axis_names', 'class_legend', 'plot_embedding_map', 'plot_embedding_thumbnails', 'plot_similarity_matrix',
+__all__ = ['MATCH_COLOUR', 'MISMATCH_COLOUR', 'QUERY_COLOUR', 'new_figure', 'class_palette', 'project_2d', 'axis_names',
+           'class_legend', 'plot_embedding_map', 'plot_embedding_thumbnails', 'plot_similarity_matrix',
            'plot_knn_confusion', 'plot_retrieval_grid', 'retrieval_grid_from_embeddings', 'plot_per_class_metrics',
            'training_history', 'plot_training_curves']
 
@@ -57,15 +57,6 @@ def class_palette(n:int, # number of classes
 
 # %% ../nbs/10_vis.ipynb #8101260a
 _METHODS = ("umap", "tsne", "pca")
-
-def numba_without_openmp():
-    "Make numba use its 'workqueue' threads, unless a threading layer is already chosen or running."
-    # numba's default OpenMP layer leaves idle threads spinning after UMAP: on a small machine torch and t-SNE in the
-    # same process then run many times slower. A seeded UMAP is single-threaded anyway, so nothing is lost.
-    if "NUMBA_THREADING_LAYER" in os.environ: return
-    import numba
-    try: numba.threading_layer()  # raises ValueError while no parallel numba code has run
-    except ValueError: numba.config.THREADING_LAYER = "workqueue"
 
 def project_2d(embeddings:torch.Tensor|np.ndarray, # (n, d) embeddings, tensor or array
                method:str="umap", # "umap" (umap-learn), "tsne" (scikit-learn) or "pca"

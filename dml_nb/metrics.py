@@ -126,6 +126,10 @@ def _metrics_per_query(knn_ids:torch.Tensor, # (b, k) class ids of the neighbour
 # %% ../nbs/07_metrics.ipynb #20b7fd85
 _BLOCK_ENTRIES = 2**25  # distances held at once: 128 MB of float32, whatever N is
 
+def _squared_distances(query:torch.Tensor, query_norms:torch.Tensor, reference:torch.Tensor, reference_norms:torch.Tensor, out:torch.Tensor) -> torch.Tensor:
+    "Float32 squared L2 distances |q|^2 + |r|^2 - 2 q.r from one matrix product, clamped at 0 as faiss clamps, written into `out`."
+    return torch.addmm(reference_norms[None], query, reference.T, alpha=-2, out=out).add_(query_norms[:, None]).clamp_(min=0)
+
 def _distance_blocks(query:torch.Tensor, reference:torch.Tensor|None=None, block_entries:int=_BLOCK_ENTRIES):
     "Yield `(start, distances)`: float32 squared L2 distances of consecutive query rows to every reference (`None`: the queries)."
     reference = query if reference is None else reference
@@ -134,8 +138,7 @@ def _distance_blocks(query:torch.Tensor, reference:torch.Tensor|None=None, block
     out = torch.empty(min(rows, len(query)), len(reference), device=query.device)
     for start in range(0, len(query), rows):
         block = query[start:start + rows]
-        dist = torch.addmm(reference_norms[None], block, reference.T, alpha=-2, out=out[:len(block)])
-        yield start, dist.add_(query_norms[start:start + rows, None]).clamp_(min=0)
+        yield start, _squared_distances(block, query_norms[start:start + rows], reference, reference_norms, out[:len(block)])
 
 # %% ../nbs/07_metrics.ipynb #fbf33996
 _SAMPLE = 1024  # distances per row sampled to guess its threshold
@@ -391,7 +394,7 @@ def _symmetric_search(embeddings:torch.Tensor, ids:torch.Tensor, r:torch.Tensor,
         for col0 in range(row0, n, tile):
             cols = embeddings[col0:col0 + tile]
             out = buffer[:len(block) * len(cols)].view(len(block), len(cols))
-            dist = torch.addmm(norms[col0:col0 + tile][None], block, cols.T, alpha=-2, out=out).add_(norms[row0:row0 + tile, None]).clamp_(min=0)
+            dist = _squared_distances(block, norms[row0:row0 + tile], cols, norms[col0:col0 + tile], out)
             _offer_tile(dist.numpy(), row0, col0, depth_np, best, best_idx, kept)
     out = [np.zeros(n, t) for t in (np.int64, np.int64, np.float64)]
     _walk_best(best_idx, kept, ids.numpy(), ids.numpy(), depth_np, r.numpy(), *out)

@@ -4,15 +4,15 @@ Same embeddings and labels for both; prints JSON with the ratio ours / PML (belo
 FastAPLoss: batches of 256 and 1024, embedding 512, labels drawn from 100 classes.
 SmoothAPLoss: PML's version is only correct on k classes of k samples in contiguous blocks and builds several
 (n, n, n) tensors, so it runs on 16 x 16 = 256 and 24 x 24 = 576 samples (1024 would need about 20 GB in PML).
-Usage: python bench/bench_losses_ap.py [--quick]
+Usage: python bench/bench_losses_ap.py [--quick] [--cpu-time]
 """
 import sys, torch
 from pytorch_metric_learning import losses as pml
 from dml_nb import losses_ap as ours
-from common import compare, fwd_bwd, emit
+from common import CPU_TIME, compare, fwd_bwd, emit
 
 quick = "--quick" in sys.argv
-repeats = 3 if quick else 10
+repeats = 3 if quick else (30 if CPU_TIME else 10)
 rows = []
 
 def check_and_time(name, mine, theirs, embeddings, labels, **info):

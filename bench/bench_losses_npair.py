@@ -4,19 +4,19 @@ Same embeddings, labels and tuples for both; prints JSON with the ratio ours / P
 Batches of 256 and 1024 embeddings of size 512 from 100 classes, all pairs (no miner) and a miner's triplets (BatchHardMiner).
 PML's NTXentLoss and TupletMarginLoss build a (positive pairs x negative pairs) matrix: where that matrix would exceed
 `--max-pml-elements` (default 4e8, about 1.6 GB per float32 copy) PML is not run and only our time is reported.
-Usage: python bench/bench_losses_npair.py [--quick]
+Usage: python bench/bench_losses_npair.py [--quick] [--cpu-time]
 """
 import sys, torch
 from pytorch_metric_learning import losses as pml, miners as pml_miners
 from dml_nb import losses_npair as ours
 from dml_nb.core import all_pairs_indices, convert_to_pairs
-from common import compare, fwd_bwd, time_call, emit
+from common import CPU_TIME, compare, fwd_bwd, time_call, emit
 
 names = ["NPairsLoss", "NTXentLoss", "SupConLoss", "NCALoss", "AngularLoss", "TupletMarginLoss"]
 pair_matrix_losses = {"NTXentLoss", "TupletMarginLoss"}  # PML's memory grows as (#pos pairs) x (#neg pairs)
 quick = "--quick" in sys.argv
 max_pml = float(sys.argv[sys.argv.index("--max-pml-elements") + 1]) if "--max-pml-elements" in sys.argv else 4e8
-repeats = 3 if quick else 10
+repeats = 3 if quick else (30 if CPU_TIME else 10)
 rows = []
 for batch_size in ((256,) if quick else (256, 1024)):
     torch.manual_seed(0)

@@ -86,12 +86,32 @@ def float32_context(tensor:torch.Tensor): # any tensor on the device where the w
     return torch.autocast(device_type=tensor.device.type, enabled=False)
 
 # %% ../nbs/00_core.ipynb #78eae5b9
+class _L2Normalize(torch.autograd.Function):
+    "x / max(||x||, eps) along `dim`, with the gradient (g - x̂ (x̂·g)) / ||x|| written by hand."
+    @staticmethod
+    def forward(ctx, x, dim, eps):
+        norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
+        denom = norm.clamp_min(eps)
+        out = x / denom
+        ctx.dim, ctx.eps = dim, eps
+        ctx.save_for_backward(x, out, denom, norm >= eps)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, out, denom, on_sphere = ctx.saved_tensors
+        # second derivatives (create_graph=True): the norm is recomputed from x, so that autograd sees it depend on x
+        if torch.is_grad_enabled(): denom = torch.linalg.vector_norm(x, dim=ctx.dim, keepdim=True).clamp_min(ctx.eps)
+        along = (grad * out).sum(ctx.dim, keepdim=True) * on_sphere  # below eps the norm is a constant: nothing removed
+        return torch.addcmul(grad, out, along, value=-1) / denom, None, None
+
 def l2_normalize(x:torch.Tensor, # (..., d) vectors
                  dim:int=-1, # dimension to normalise along
                  eps:float=1e-12, # lower bound on the norm, so a zero vector stays zero instead of NaN
                 ) -> torch.Tensor:
-    "Scale `x` to unit Euclidean norm along `dim`."
-    return F.normalize(x, p=2, dim=dim, eps=eps)
+    "Scale `x` to unit Euclidean norm along `dim` (the gradient in closed form)."
+    if x.dtype not in (torch.float32, torch.float64): return F.normalize(x, p=2, dim=dim, eps=eps)  # half precision: torch's own
+    return _L2Normalize.apply(x, dim, eps)
 
 # %% ../nbs/00_core.ipynb #a67fc8e3
 class BaseDistance(nn.Module):
@@ -118,7 +138,8 @@ class BaseDistance(nn.Module):
 
     def compute_mat(self, query, ref): raise NotImplementedError
     def pairwise_distance(self, query, ref): raise NotImplementedError
-    def normalize(self, embeddings, dim=1, **kwargs): return F.normalize(embeddings, p=self.p, dim=dim, **kwargs)
+    def normalize(self, embeddings, dim=1, **kwargs):
+        return l2_normalize(embeddings, dim=dim, **kwargs) if self.p == 2 else F.normalize(embeddings, p=self.p, dim=dim, **kwargs)
     def maybe_normalize(self, embeddings, dim=1, **kwargs):
         return self.normalize(embeddings, dim=dim, **kwargs) if self.normalize_embeddings else embeddings
     def get_norm(self, embeddings, dim=1, **kwargs): return torch.norm(embeddings, p=self.p, dim=dim, **kwargs)

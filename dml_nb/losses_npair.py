@@ -40,8 +40,19 @@ def _too_few_pairs(pairs):
     return all(len(t) <= 1 for t in pairs)
 
 # %% ../nbs/03b_losses_npair.ipynb #5387a12a
+def _first_two_of_each_class(labels):
+    "For each class with two or more members (ascending): its first and second positions, the first pair all pairs list."
+    order = torch.sort(labels, stable=True).indices  # members of a class together, in their batch order
+    grouped = labels[order]
+    starts = torch.ones_like(grouped, dtype=torch.bool)
+    starts[1:] = grouped[1:] != grouped[:-1]
+    first = starts.nonzero().squeeze(1)
+    first = first[(first + 1 < len(labels)) & ~starts[(first + 1).clamp(max=len(labels) - 1)]]  # the next one is the same class
+    return order[first], order[first + 1]
+
 def _unique_label_pairs(indices_tuple, labels):
     "One positive pair per class: the first pair (in tuple order) whose anchor has that label, classes in ascending order."
+    if indices_tuple is None: return _first_two_of_each_class(labels)
     anchors, positives = convert_to_pairs(indices_tuple, labels)[:2]
     if len(anchors) == 0: return anchors, positives
     classes, inverse = torch.unique(labels[anchors], return_inverse=True)

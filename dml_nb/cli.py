@@ -11,10 +11,13 @@ from fastcore.script import anno_parser
 with warnings.catch_warnings():  # import-time deprecation notices of third-party packages are not for the shell's user
     warnings.simplefilter("ignore", FutureWarning)
     from dml_nb.pipeline import train_run, evaluate_run, evaluation_report, index_run, query_run, query_report
+    from dml_nb.data_tools import data_run
+    from dml_nb.inference import export_run, export_report
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'dml_train', 'dml_eval', 'dml_index', 'dml_query', 'one_line', 'script_errors', 'script_warnings',
-           'read_config', 'script_parser', 'parse_options', 'run_script', 'console_script']
+__all__ = ['USER_ERRORS', 'dml_train', 'dml_eval', 'dml_index', 'dml_query', 'dml_data', 'dml_export', 'one_line',
+           'script_errors', 'script_warnings', 'read_config', 'script_parser', 'parse_options', 'run_script',
+           'console_script']
 
 # %% ../nbs/14_cli.ipynb #62b79579
 USER_ERRORS = (ValueError, OSError)  # OptionError is a ValueError
@@ -161,3 +164,5 @@ dml_train = console_script(train_run, "dml_train")
 dml_eval = console_script(evaluate_run, "dml_eval", evaluation_report)
 dml_index = console_script(index_run, "dml_index")
 dml_query = console_script(query_run, "dml_query", query_report)
+dml_data = console_script(data_run, "dml_data")
+dml_export = console_script(export_run, "dml_export", export_report)

@@ -498,13 +498,22 @@ def rotated_classes(items:pd.DataFrame, # items table with path and label (and s
 
 # %% ../nbs/02c_data.ipynb #c32361eb
 DATA_PRESETS = {  # the data sets known by name, and the preprocessing preset of each
-    "digits": "tiny_gray", "omniglot": "gray", "cub200": "photo", "cars196": "photo", "sop": "photo", "inshop": "photo"}
+    "digits": "tiny_gray", "omniglot": "gray", "cub200": "photo", "cars196": "photo", "sop": "photo", "inshop": "photo",
+    **dict.fromkeys(["tsinghua_dogs", "aliproducts", "rp2k", "products10k", "met", "hnm", "largefinefoodai", "shopee", "inat2021"], "photo")}
 
-def data_items(data:str, # "digits", "omniglot", "cub200", "cars196", "sop", "inshop", or a folder of class folders
+def _csv_source(path:Path, # the --data value: a CSV file
+               ) -> pd.DataFrame:
+    "The items of a CSV data source, checked as a folder's are: missing and corrupt images are errors naming them, one-image classes dropped."
+    if path.suffix.lower() != ".csv": raise ValueError(f"--data {path} is a file but not a .csv file: give a folder of class folders or a CSV of path,label[,split] rows")
+    items = csv_items(path)  # relative paths start at the CSV file's folder
+    check_images(items["path"])
+    return drop_small_classes(items, where=f"{path}: ")
+
+def data_items(data:str, # "digits", "omniglot", "cub200", "cars196", "sop", "inshop", a folder of class folders, or a CSV file of path,label[,split][,parent] rows
                data_root:str|Path|None=None, # digits: where to write its PNGs; omniglot: its zips (default: the bundled ones); benchmarks: the extracted archive
                drawer_pattern:str|None=None, # a regular expression whose group names each file's drawer (default for omniglot: _NN.png)
               ):
-    "The items table (`path`, `label`, `parent`; `split` for benchmarks; `drawer` for Omniglot or with `drawer_pattern`) and the source name of a data value, as `dml_train --data` takes it."
+    "The items table (`path`, `label`, `parent`; `split` for benchmarks; a CSV file's own columns; `drawer` for Omniglot or with `drawer_pattern`) and the source name of a data value, as `dml_train --data` takes it."
     data = str(data)
     if data == "digits": items, source = class_folder_items(digits_folder(data_root)), "digits"
     elif data == "omniglot":  # the bundled archives are known good: no need to decode 4,840 images to check them
@@ -514,7 +523,8 @@ def data_items(data:str, # "digits", "omniglot", "cub200", "cars196", "sop", "in
         if data_root is None: raise ValueError(f"--data {data} needs --data_root: the folder where its official archive was extracted")
         items, source = prepare_benchmark(data, data_root), data
     elif not Path(data).expanduser().exists():
-        raise ValueError(f"--data {data!r} is neither a data set ({', '.join(DATA_PRESETS)}) nor an existing folder of class folders")
+        raise ValueError(f"--data {data!r} is neither a data set ({', '.join(DATA_PRESETS)}) nor an existing folder of class folders or CSV file")
+    elif Path(data).expanduser().is_file(): items, source = _csv_source(Path(data).expanduser()), "csv"
     else: items, source = class_folder_items(Path(data).expanduser()), "folder"
     if drawer_pattern: items = with_drawers(items, drawer_pattern)
     return items, source

@@ -4,29 +4,35 @@
 
 # %% ../nbs/08_learner.ipynb #1157f02e
 from __future__ import annotations
-import sys, warnings
+import random, sys, warnings
+from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.amp import autocast, GradScaler
 from fastcore.basics import store_attr, listify, patch
 from fastai.learner import Learner, Metric
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelEpochException
+from fastai.callback.tracker import TrackerCallback
+from fastai.callback.tensorboard import TensorBoardCallback
 from fastai.callback.fp16 import MixedPrecision, AMPMode
 from fastai.callback.progress import ProgressCallback
 import fastai.callback.schedule  # adds fit_one_cycle, fine_tune and lr_find to Learner
 from fastai.optimizer import Adam
-from fastai.torch_core import params
+from fastai.torch_core import params, default_device
 from fastprogress.fastprogress import progress_bar
 from .core import check_embeddings, LpDistance
+from .files import atomic_torch_save
 from .losses_base import WeightedLoss
 from .metrics import retrieval_metrics, metric_label
 from .models import MetricModel, embeddings_of
 
 # %% auto #0
-__all__ = ['BatchLoss', 'LossParamsCallback', 'MetricLearner', 'DeviceMixedPrecision', 'MiningCallback', 'CrossBatchMemory',
-           'CrossBatchMemoryCallback', 'RetrievalMetrics', 'RetrievalMetric', 'retrieval_metric_columns',
-           'CollapseWarningCallback', 'get_embeddings', 'metric_splitter', 'metric_learner', 'EpochTable']
+__all__ = ['CHECKPOINT_VERSION', 'MONITOR_COLUMNS', 'BatchLoss', 'LossParamsCallback', 'MetricLearner', 'DeviceMixedPrecision',
+           'MiningCallback', 'CrossBatchMemory', 'CrossBatchMemoryCallback', 'RetrievalMetrics', 'RetrievalMetric',
+           'retrieval_metric_columns', 'CollapseWarningCallback', 'get_embeddings', 'rng_states', 'set_rng_states',
+           'CheckpointCallback', 'load_checkpoint', 'MetricTensorBoardCallback', 'MonitorColumn', 'GPUMonitor',
+           'gpu_monitor_columns', 'metric_splitter', 'metric_learner', 'EpochTable']
 
 # %% ../nbs/08_learner.ipynb #be57888a
 class BatchLoss(nn.Module):
@@ -290,6 +296,214 @@ def get_embeddings(learn_or_model, # a Learner or an embedding model
     if not embeddings: raise ValueError("the DataLoader yielded no batches: nothing to embed")
     return torch.cat(embeddings), (torch.cat(labels) if labels else None)
 
+# %% ../nbs/08_learner.ipynb #2fc1a89a
+CHECKPOINT_VERSION = 1  # the format of the files CheckpointCallback writes
+
+def rng_states() -> dict:
+    "The states of the global random number generators: python's, numpy's, torch's and (when present) CUDA's."
+    return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+def set_rng_states(states:dict): # from rng_states
+    "Put the global random number generators back in the states `rng_states` returned."
+    random.setstate(states["python"]); np.random.set_state(states["numpy"]); torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(states["cuda"])
+
+def _loader_states(dls) -> list:
+    "Each DataLoader's own random state: fastai's shuffling `rng`, and the epoch counter a batch sampler's batches depend on."
+    return [dict(rng=dl.rng.getstate() if isinstance(getattr(dl, "rng", None), random.Random) else None,
+                 epoch=getattr(dl, "epoch", None)) for dl in dls.loaders]
+
+def _set_loader_states(dls, states:list):
+    if len(states) != len(dls.loaders): raise ValueError(f"the checkpoint has {len(states)} DataLoaders' states, these DataLoaders have {len(dls.loaders)}")
+    for dl, state in zip(dls.loaders, states):
+        if state["rng"] is not None: dl.rng.setstate(state["rng"])
+        if state["epoch"] is not None: dl.epoch = state["epoch"]
+
+# %% ../nbs/08_learner.ipynb #770ec417
+class CheckpointCallback(Callback):
+    "Save, atomically at the end of every epoch, all a fit needs to go on: weights with the loss's parameters, optimiser, history, trackers, RNG states."
+    order = 75  # after the Recorder (50), CSVLogger (60) and the trackers (60-63): what they record at the epoch's end is saved
+    def __init__(self,
+                 fname:str|Path="checkpoint.pth", # the checkpoint file, relative to learn.path (or absolute)
+                 resume:bool=False, # load fname when the fit starts and go on after its epoch
+                ): store_attr()
+
+    @property
+    def file(self) -> Path: return Path(self.learn.path) / self.fname
+
+    def after_epoch(self): atomic_torch_save(self.state(), self.file)
+
+# %% ../nbs/08_learner.ipynb #4f0b0ce5
+def _trackers(learn) -> list: return [cb for cb in learn.cbs if isinstance(cb, TrackerCallback)]
+def _stateful(learn) -> list: return [cb for cb in learn.cbs if hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict")]
+
+@patch
+def state(self:CheckpointCallback) -> dict:
+    "The checkpoint of the epoch that just ended."
+    learn, recorder = self.learn, self.learn.recorder
+    return dict(version=CHECKPOINT_VERSION, epoch=learn.epoch, n_epoch=learn.n_epoch, train_iter=learn.train_iter,
+                model=learn.model.state_dict(), opt=learn.opt.state_dict(),
+                scaler=learn.scaler.state_dict() if getattr(learn, "scaler", None) is not None else None,
+                recorder=dict(values=[list(v) for v in recorder.values], lrs=recorder.lrs, losses=recorder.losses, iters=recorder.iters,
+                              smooth_loss=(recorder.smooth_loss.val, recorder.smooth_loss.count), metric_names=list(recorder.metric_names)),
+                trackers=[dict(best=cb.best, wait=getattr(cb, "wait", None)) for cb in _trackers(learn)],
+                callbacks={type(cb).__name__: cb.state_dict() for cb in _stateful(learn)},
+                rng=rng_states(), loaders=_loader_states(learn.dls))
+
+# %% ../nbs/08_learner.ipynb #1b2e1b40
+@patch
+def state_dict(self:CrossBatchMemoryCallback) -> dict:
+    "The memory's queue, for a checkpoint."
+    memory = self.memory
+    return dict(embedding_memory=memory.embedding_memory.detach().cpu().clone(), label_memory=memory.label_memory.detach().cpu().clone(),
+                queue_idx=memory.queue_idx, filled=memory.filled)
+
+@patch
+def load_state_dict(self:CrossBatchMemoryCallback, state:dict): # from state_dict
+    "Put back a queue saved by `state_dict`."
+    memory = self.memory
+    memory.embedding_memory, memory.label_memory = state["embedding_memory"].clone(), state["label_memory"].clone()
+    memory.queue_idx, memory.filled = state["queue_idx"], state["filled"]
+
+# %% ../nbs/08_learner.ipynb #73b2d8fe
+def load_checkpoint(path:str|Path, # a file CheckpointCallback wrote
+                    device=None, # where to load the tensors (None: the CPU)
+                   ) -> dict:
+    "Read a checkpoint, with a clear error when it is missing or not one."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}: nothing to resume")
+    try: state = torch.load(path, map_location=device or "cpu", weights_only=False)
+    except Exception as err: raise ValueError(f"{path} is not a readable checkpoint: {err}") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path} is not a checkpoint of version {CHECKPOINT_VERSION} (written by CheckpointCallback)")
+    return state
+
+@patch
+def before_fit(self:CheckpointCallback):
+    "With `resume`: load the checkpoint into the learner, its callbacks and the random generators, and start after its epoch."
+    self.learn.resume_epoch = 0
+    if not self.resume: return
+    learn = self.learn
+    state = load_checkpoint(self.file, next(learn.model.parameters()).device)
+    if state["n_epoch"] != learn.n_epoch:
+        raise ValueError(f"{self.file} was saved in a fit of {state['n_epoch']} epochs, this fit has {learn.n_epoch}: "
+                         "resume with the same number (the learning-rate schedule depends on it)")
+    recorder, saved = learn.recorder, state["recorder"]
+    saved_names, names = saved["metric_names"], list(recorder.metric_names)
+    if set(saved_names) - MONITOR_COLUMNS != set(names) - MONITOR_COLUMNS:
+        raise ValueError(f"{self.file} recorded the columns {saved_names}, this learner has {names}: resume with the same metrics")
+    learn.model.load_state_dict(state["model"])
+    learn.opt.load_state_dict(state["opt"])
+    if state["scaler"] is not None and getattr(learn, "scaler", None) is not None: learn.scaler.load_state_dict(state["scaler"])
+    # a run resumed on another kind of device gains or loses the GPU columns: theirs are NaN where they were not measured
+    columns = names[1:-1] if recorder.add_time else names[1:]  # a row of values: the names but the epoch and the time
+    values = [[dict(zip(saved_names[1:], row)).get(name, float("nan")) for name in columns] for row in saved["values"]]
+    recorder.values, recorder.lrs, recorder.losses, recorder.iters = values, saved["lrs"], saved["losses"], saved["iters"]
+    recorder.smooth_loss.val, recorder.smooth_loss.count = saved["smooth_loss"]
+    for cb, tracked in zip(_trackers(learn), state["trackers"]):
+        cb.best = tracked["best"]
+        if tracked["wait"] is not None: cb.wait = tracked["wait"]
+    for cb in _stateful(learn):
+        if type(cb).__name__ in state["callbacks"]: cb.load_state_dict(state["callbacks"][type(cb).__name__])
+    learn.train_iter, learn.resume_epoch = state["train_iter"], state["epoch"] + 1
+    set_rng_states(state["rng"]); _set_loader_states(learn.dls, state["loaders"])
+
+# %% ../nbs/08_learner.ipynb #20eb90cf
+@patch
+def _do_fit(self:MetricLearner):
+    "fastai's epoch loop, from `resume_epoch` (set by a resuming `CheckpointCallback`) instead of 0."
+    start, self.resume_epoch = getattr(self, "resume_epoch", 0), 0
+    for epoch in range(start, self.n_epoch):
+        self.epoch = epoch
+        self._with_events(self._do_epoch, "epoch", CancelEpochException)
+
+# %% ../nbs/08_learner.ipynb #10f7b665
+class MetricTensorBoardCallback(TensorBoardCallback):
+    "fastai's `TensorBoardCallback` for metric learning: training loss, hyperparameters and retrieval metrics, and a projector snapshot of the validation embeddings."
+    def __init__(self,
+                 log_dir:str|Path|None=None, # the TensorBoard folder (None: ./runs/<date>, as SummaryWriter)
+                 projector:bool=True, # after the last epoch, write the validation embeddings with their class names for the projector
+                 max_points:int=5000, # embeddings in the snapshot at most (a fixed random subset beyond)
+                ):
+        super().__init__(log_dir=str(log_dir) if log_dir is not None else None, trace_model=False, log_preds=False, projector=False)
+        self.snapshot, self.max_points = projector, max_points
+
+    def after_batch(self):
+        if self.run and self.training: super().after_batch()  # fastai's would log validation batches at the same step again
+
+    def after_epoch(self):
+        if not self.run: return
+        super().after_epoch()
+        if self.snapshot and self.epoch == self.n_epoch - 1: self.write_projector()
+        self.writer.flush()
+
+# %% ../nbs/08_learner.ipynb #216876e9
+def _validation_embeddings(learn) -> tuple:
+    "The embeddings and labels of the last validation pass, from the retrieval metrics' accumulator (or embedded again)."
+    shared = [m.shared for m in learn.metrics if isinstance(m, RetrievalMetric) and m.shared.embeddings]
+    if shared: return torch.cat(shared[0].embeddings), torch.cat(shared[0].labels)
+    return get_embeddings(learn, learn.dls.valid, progress=False)
+
+@patch
+def write_projector(self:MetricTensorBoardCallback):
+    "Write the validation embeddings, labelled with their class names, for TensorBoard's projector (at the current training step)."
+    embeddings, labels = _validation_embeddings(self.learn)
+    if len(embeddings) > self.max_points:  # its own generator: the global random state stays as training left it
+        keep = torch.randperm(len(embeddings), generator=torch.Generator().manual_seed(0))[:self.max_points].sort().values
+        embeddings, labels = embeddings[keep], labels[keep]
+    vocab = getattr(self.dls, "vocab", None)
+    names = [str(vocab[int(i)]) if vocab is not None else str(int(i)) for i in labels]
+    self.writer.add_embedding(embeddings, metadata=names, global_step=self.train_iter, tag="validation_embeddings")
+
+# %% ../nbs/08_learner.ipynb #b28ac01b
+def _utilization(device) -> float|None:
+    "The GPU's utilisation (%) over its last sample period, through pynvml; None where pynvml is not installed or cannot read it."
+    try: return float(torch.cuda.utilization(device))
+    except Exception: return None  # torch raises ModuleNotFoundError without pynvml, RuntimeError where NVML fails
+
+class MonitorColumn(Metric):
+    "A column of the progress table whose value is read from a function when the validation pass ends."
+    def __init__(self, name:str, # the column's name
+                 read, # a function of no arguments returning the value
+                ): self._name, self.read = name, read
+    def reset(self): pass
+    def accumulate(self, learn): pass
+    @property
+    def value(self): return self.read()
+    @property
+    def name(self): return self._name
+
+class GPUMonitor(Callback):
+    "Peak GPU memory (GiB) and mean GPU utilisation (%, with pynvml) of every epoch, training and validation together."
+    order = -5  # before any callback that could allocate in before_epoch
+    def __init__(self, device, # the CUDA device the model trains on
+                 every:int=10, # read the utilisation every `every` batches
+                ):
+        self.device, self.every, self.samples = torch.device(device), every, []
+        if self.device.type != "cuda": raise ValueError(f"GPUMonitor watches a CUDA device, got {self.device}")
+
+    def before_epoch(self): torch.cuda.reset_peak_memory_stats(self.device); self.samples = []
+    def after_batch(self):
+        if self.iter % self.every: return
+        value = _utilization(self.device)
+        if value is not None: self.samples.append(value)
+    def peak_memory_gb(self) -> float: return torch.cuda.max_memory_allocated(self.device) / 2**30
+    def mean_utilization(self) -> float: return float(np.mean(self.samples)) if self.samples else float("nan")
+
+# %% ../nbs/08_learner.ipynb #32a32d16
+MONITOR_COLUMNS = {"gpu_peak_mem_gb", "gpu_util"}  # columns that depend on the device, not on the training
+
+def gpu_monitor_columns(device, # the device of training (a torch.device or its name)
+                       ) -> tuple[list, list]:
+    "`(callbacks, metrics)` that put the GPU's peak memory and utilisation in the progress table; both empty off CUDA."
+    device = torch.device(device)
+    if device.type != "cuda": return [], []
+    monitor = GPUMonitor(device)
+    columns = [MonitorColumn("gpu_peak_mem_gb", monitor.peak_memory_gb)]
+    if _utilization(device) is not None: columns.append(MonitorColumn("gpu_util", monitor.mean_utilization))
+    return [monitor], columns
+
 # %% ../nbs/08_learner.ipynb #cebace45
 def metric_splitter(model:MetricModel, # the learner's model
                     embedder_splitter=None, # splits the embedder into parameter groups (e.g. backbone, head); None for one group
@@ -326,6 +540,8 @@ def metric_learner(dls, # DataLoaders yielding (images, integer labels)
                    reference_dl=None, # reference (gallery) DataLoader for the retrieval metrics; None for leave-one-out
                    splitter=None, # splits the embedder into parameter groups for freeze/fine_tune; None uses model.splitter if present
                    collapse_warning:bool=True, # warn during training if embeddings collapse
+                   tensorboard:str|Path|None=None, # a folder for TensorBoard logs (losses, learning rates, metrics, a projector snapshot); None for none
+                   gpu_monitor:bool=True, # on CUDA, peak GPU memory and utilisation of each epoch as columns of the progress table
                    cbs=None, # more callbacks
                    opt_func=Adam, # optimiser
                    **kwargs, # passed on to Learner (lr, wd, path, model_dir, ...)
@@ -340,7 +556,11 @@ def metric_learner(dls, # DataLoaders yielding (images, integer labels)
         cbs.append(CrossBatchMemoryCallback(CrossBatchMemory(_embedding_size(model, dls), memory_size, miner)))
     elif miner is not None: cbs.append(MiningCallback(miner))
     if collapse_warning: cbs.append(CollapseWarningCallback())
+    if tensorboard is not None: cbs.append(MetricTensorBoardCallback(tensorboard))
     if metrics is None: metrics = retrieval_metric_columns(reference_dl=reference_dl)
+    if gpu_monitor:
+        monitor_cbs, columns = gpu_monitor_columns(getattr(dls, "device", None) or default_device())
+        cbs, metrics = cbs + monitor_cbs, listify(metrics) + columns
     return MetricLearner(dls, metric_model, loss_func=BatchLoss(loss_func), opt_func=opt_func, metrics=metrics, cbs=cbs,
                          splitter=lambda m: metric_splitter(m, splitter), **kwargs)
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_pipeline.ipynb #cdfcb663
 from __future__ import annotations
-import copy, math, re, time, warnings
+import copy, inspect, json, math, re, shutil, time, warnings
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,11 +18,11 @@ from fastcore.script import Param
 from .core import seed_everything, get_device
 from .images import check_images
 from .data import DATA_PRESETS, DMLDataLoaders, data_config, data_items, hold_out, rotated_classes, split_by_group
-from .files import atomic_folder, atomic_write_json, check_out_folder
+from .files import atomic_folder, atomic_torch_save, atomic_write_bytes, atomic_write_json, check_out_folder
 from .losses import create_loss
 from .miners import create_miner
 from .models import create_embedder, embedder_from_config
-from .learner import EpochTable, metric_learner
+from .learner import CheckpointCallback, EpochTable, load_checkpoint, metric_learner
 from .metrics import baseline_report, baseline_verdict, embed_with_baselines, metrics_table
 from .inference import load_embedder, model_fingerprint, save_run
 from .index import KINDS, index_embeddings, load_index
@@ -152,6 +152,8 @@ def _training_items(items, rotation_classes:bool):
         if "split" not in items.columns: raise OptionError("--rotation_classes needs the held-out classes named (--valid_classes, or --valid_groups and --test_groups): only training classes are turned")
         items = rotated_classes(items)
     if not has_test: return items, None
+    if not (items["split"] == "valid").any():  # a benchmark's train/test protocol: its test classes are watched each epoch, the last epoch kept
+        return items.assign(split=items["split"].replace({"test": "valid"})), None
     return items[items["split"] != "test"], items[items["split"] == "test"].reset_index(drop=True)
 
 # %% ../nbs/13_pipeline.ipynb #a6031c40
@@ -168,18 +170,35 @@ def _describe(dls, source, test_items, has_test, rotation_classes, arch, loss_fu
              f"{epochs} epoch(s) at lr {lr:g} on {device}")
     return f"{data}\n{model}"
 
+# %% ../nbs/13_pipeline.ipynb #5ef5b3e3
+class _History(CSVLogger):
+    "fastai's `CSVLogger` that, in a resumed fit, keeps the rows of the epochs the checkpoint holds and appends the rest."
+    order = 76  # after CheckpointCallback (75) has put the resumed fit's earlier epochs in the recorder
+    def before_fit(self):
+        file, done = self.path / self.fname, len(self.recorder.values)
+        if not done or not file.is_file(): return super().before_fit()
+        rows = file.read_text().splitlines(keepends=True)[:1 + done]  # an epoch logged after the last checkpoint is done again
+        if rows[0].strip().split(",") != list(self.recorder.metric_names):  # resumed on another kind of device: GPU columns come or go
+            rows = pd.read_csv(file, nrows=done).reindex(columns=list(self.recorder.metric_names)).to_csv(index=False).splitlines(keepends=True)
+        atomic_write_bytes(file, "".join(rows).encode())
+        self.file = file.open("a")
+        self.old_logger, self.learn.logger = self.logger, self._write_line
+
+class _BestEpoch(SaveModelCallback):
+    "fastai's `SaveModelCallback`, writing its file atomically: a kill during the save leaves the previous best whole."
+    def _save(self, name): self.last_saved_path = atomic_torch_save(self.learn.model.state_dict(), self.learn.path / self.learn.model_dir / f"{name}.pth")
+
 # %% ../nbs/13_pipeline.ipynb #303b5302
-def _fit(learn, epochs:int, lr:float, guard:DivergenceGuard, pick_best:bool) -> int|None:
-    "Train `learn` one-cycle; with `pick_best`, end on the weights of the best validation MAP@R and return that epoch."
+def _fit(learn, epochs:int, lr:float, guard:DivergenceGuard, pick_best:bool, resume:bool=False) -> int|None:
+    "Train `learn` one-cycle with a checkpoint each epoch (from the last one, with `resume`); with `pick_best`, end on the weights of the best validation MAP@R and return that epoch."
     learn.logger = EpochTable(learn)
-    cbs = [CSVLogger("history.csv")]
-    if pick_best: cbs.append(SaveModelCallback(monitor="mean_average_precision_at_r", comp=np.greater, fname="best_epoch", with_opt=False))
+    cbs = [_History("history.csv"), CheckpointCallback("checkpoint.pth", resume=resume)]
+    if pick_best: cbs.append(_BestEpoch(monitor="mean_average_precision_at_r", comp=np.greater, fname="best_epoch", with_opt=False))
     try:
         with learn.no_bar(): learn.fit_one_cycle(epochs, lr, cbs=cbs)
     except Exception:
         if not guard.message: raise
     if guard.message: raise OptionError(guard.message)  # the divergence, whether fastai stopped quietly or an error followed
-    (learn.path / "best_epoch.pth").unlink(missing_ok=True)  # fastai's file; its weights are in the model now
     return int(pd.read_csv(learn.path / "history.csv")["mean_average_precision_at_r"].idxmax()) if pick_best else None
 
 # %% ../nbs/13_pipeline.ipynb #7dcb006d
@@ -204,6 +223,46 @@ def _save_plots(folder, embeddings, test_items, seed):
     fig = retrieval_grid_from_embeddings(embeddings, labels, test_items["path"].tolist(), k=5, n_queries=6, seed=seed, class_names=list(names))
     fig.savefig(folder / "retrieval.png", dpi=100, bbox_inches="tight"); plt.close(fig)
 
+# %% ../nbs/13_pipeline.ipynb #767585a4
+_RESUME_FREE = ("resume", "out", "overwrite", "device", "workers", "plots", "tensorboard")  # may differ from the interrupted run's
+
+def _same(a, b) -> bool: return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
+
+def _resume_options(given:dict, # train_run's arguments
+                    defaults:dict, # train_run's defaults
+                   ) -> dict:
+    "The options of the interrupted run `given['resume']`, once the ones given agree with them (the same or left at their defaults)."
+    run = Path(given["resume"]).expanduser()
+    if not run.is_dir(): raise OptionError(f"--resume {run}: no such folder")
+    work = run / "checkpoint"
+    if not (work / "checkpoint.pth").is_file() or not (work / "options.json").is_file():
+        why = ("it is a finished run" if (run / "run.json").is_file() else
+               "it is not a run folder of dml_train, or its run stopped before the first epoch ended")
+        raise OptionError(f"--resume {run}: no checkpoint to resume from (checkpoint/checkpoint.pth): {why}")
+    saved = json.loads((work / "options.json").read_text())
+    if given["out"] is not None and Path(given["out"]).expanduser().resolve() != run.resolve():
+        raise OptionError(f"--resume {run} writes the run to its own folder: leave --out {given['out']} out")
+    conflicts = [f"--{k} {given[k]!r} (the run has {saved.get(k)!r})" for k in given
+                 if k not in _RESUME_FREE and not _same(given[k], defaults[k]) and not _same(given[k], saved.get(k))]
+    if conflicts: raise OptionError(f"--resume {run} goes on with the run's own options; these differ: {', '.join(conflicts)}: leave them out")
+    return {**saved, **{k: given[k] for k in ("device", "workers", "plots", "tensorboard") if not _same(given[k], defaults[k])},
+            "resume": str(run), "out": str(run), "overwrite": False}
+
+# %% ../nbs/13_pipeline.ipynb #da3dbe73
+def _split_record(dls, test_items, has_test:bool) -> dict:
+    "The images of each part of the run's split, as [path, label] in the order training sees them."
+    pairs = lambda df: [[str(p), str(l)] for p, l in zip(df["path"], df["label"])]
+    return dict(format="dml_nb split", version=1, train=pairs(dls.train_ds.items), valid=pairs(dls.valid_ds.items),
+                test=pairs(test_items) if has_test else [])
+
+def _check_split(saved:dict, split:dict, run):
+    "Refuse to resume when the data no longer gives the interrupted run's split."
+    for part in ("train", "valid", "test"):
+        if saved[part] != split[part]:
+            differ = len({tuple(o) for o in saved[part]} ^ {tuple(o) for o in split[part]})
+            raise OptionError(f"--resume {run}: the data no longer gives the run's split ({part}: {len(saved[part])} images saved, "
+                              f"{len(split[part])} now, {differ} differ): resume with the data the run was trained on")
+
 # %% ../nbs/13_pipeline.ipynb #71d41259
 def _save(folder, out, model, dls, options, source, loss_func, miner, test_items, rows, verdict, protocol, best_epoch, embeddings, plots, start):
     "Write the run folder's files into `folder` (the temporary stage of `out`)."
@@ -222,8 +281,8 @@ def _save(folder, out, model, dls, options, source, loss_func, miner, test_items
     index.save(folder / "index")
 
 # %% ../nbs/13_pipeline.ipynb #7a2dcf18
-def train_run(data:str="omniglot", # omniglot (its minimal background sets ship with the package), digits (bundled), cub200, cars196, sop, inshop, or a folder of class folders (a class is a leaf folder)
-              data_root:str=None, # omniglot: a folder of its zips (default: the bundled ones); cub200/cars196/sop/inshop: the extracted archive; digits: where its PNGs go (default: the cache, $DML_NB_DATA or ~/.cache/dml_nb)
+def train_run(data:str="omniglot", # omniglot (its minimal background sets ship with the package), digits (bundled), a benchmark (cub200, cars196, sop, inshop, tsinghua_dogs, aliproducts, rp2k, products10k, met, hnm, largefinefoodai, shopee, inat2021), a CSV file (path,label[,split]; dml_data writes them) or a folder of class folders (a class is a leaf folder)
+              data_root:str=None, # omniglot: a folder of its zips (default: the bundled ones); a benchmark: the extracted archive; digits: where its PNGs go (default: the cache, $DML_NB_DATA or ~/.cache/dml_nb)
               out:str=None, # the run folder to write (default: runs/<data>-<date>-<time>)
               arch:str=None, # convnet4 or convnet2 (small nets for tiny images), or any timm model name (default: convnet4 for omniglot, else convnet2)
               embed_dim:int=64, # embedding size
@@ -257,20 +316,42 @@ def train_run(data:str="omniglot", # omniglot (its minimal background sets ship 
               workers:int=0, # DataLoader worker processes
               plots:bool=True, # --no-plots: skip drawing umap.png and retrieval.png
               overwrite:bool=False, # replace --out if it is empty or a run folder (never any other folder)
+              resume:str=None, # an interrupted run folder: go on from its last finished epoch, with its own options
+              tensorboard:bool=False, # log losses, learning rates, retrieval metrics and a projector snapshot of the validation embeddings to RUN_DIR/tensorboard
              ) -> Path:
     "Train an embedder, then score it on classes it never saw beside raw pixels and the untrained network; write a run folder and return its path. Without arguments: Omniglot, tested on three held-out alphabets (about 2 minutes on a CPU, no download)."
-    start, options = time.time(), _with_defaults(dict(locals()))
+    start, given = time.time(), dict(locals())
+    if resume is not None: given = _resume_options(given, {k: p.default for k, p in inspect.signature(train_run).parameters.items()})
+    options = _with_defaults(given)
     o = SimpleNamespace(**options)
     _check_training(o.epochs, o.lr, o.bs, o.fp16, o.bf16, o.workers, o.tta_shift)
     _check_episodes(o.n_way, o.episodes)
     protect = [o.data] if Path(str(o.data)).expanduser().is_dir() else []
-    out = check_out_folder(o.out or default_run_dir(o.data), o.overwrite, "run.json", protect)  # before any slow work
+    out = Path(o.out) if o.resume else check_out_folder(o.out or default_run_dir(o.data), o.overwrite, "run.json", protect)  # before any slow work
     build_metric_loss(o.loss, o.loss_args, o.miner, o.miner_args, embedding_size=o.embed_dim)
     augmentation, preset = parse_kwargs(o.aug_args, "--aug_args"), o.preset or DATA_PRESETS.get(str(o.data), "photo")
     try: data_config(preset, size=o.size, **augmentation)
     except ValueError as err: raise OptionError(f"--preset {preset} --size {o.size} --aug_args {o.aug_args!r}: {err}") from None
     device = get_device(o.device)
-    with atomic_folder(out, o.overwrite, "run.json", protect) as folder:
+    created, work = [p for p in [out, *out.parents] if not p.exists()], out / "checkpoint"  # work: what a resume needs, while the run trains
+    try: return _train(o, options, out, work, protect, device, preset, augmentation, start)
+    except BaseException:
+        if (work / "checkpoint.pth").is_file():
+            print(f"stopped: {out} holds the checkpoint of its last finished epoch; go on with: dml_train --resume {out}")
+            raise
+        shutil.rmtree(work, ignore_errors=True)  # stopped before the first epoch ended: nothing to resume, nothing left
+        for folder in created:  # deepest first; only folders left empty
+            try: folder.rmdir()
+            except OSError: break
+        raise
+
+def _train(o, options, out, work, protect, device, preset, augmentation, start) -> Path:
+    "train_run once its options are checked: train in `work`, then write the run folder `out`."
+    with atomic_folder(out, True, None, protect) as folder:  # out is checked above; it holds only `work` until the swap
+        if not o.resume:
+            shutil.rmtree(work, ignore_errors=True)  # a stale checkpoint/ of an earlier run of ours in a run folder --overwrite replaces
+            work.mkdir(parents=True)
+            atomic_write_json(work / "options.json", options)
         items, source = data_items(o.data, o.data_root, o.drawer_pattern)
         items, held_out = _split(items, source, o.valid_classes, o.valid_groups, o.test_groups)
         items, test_items = _training_items(items, o.rotation_classes)
@@ -279,17 +360,25 @@ def train_run(data:str="omniglot", # omniglot (its minimal background sets ship 
                                         num_workers=o.workers, device=device, source_name=source)
         has_test = test_items is not None
         test_items = test_items if has_test else dls.valid_ds.items.reset_index(drop=True)
+        split = _split_record(dls, test_items, has_test)
+        if o.resume: _check_split(json.loads((work / "split.json").read_text()), split, out)
+        else: atomic_write_json(work / "split.json", split)
         seed_everything(o.seed)
         model = create_embedder(o.arch, embed_dim=o.embed_dim, pretrained=o.pretrained, n_in=dls.dml_config["n_in"], tta_shift=o.tta_shift)
         untrained = copy.deepcopy(model).to(device)  # the same initial weights, kept for the report
         loss_func, miner = build_metric_loss(o.loss, o.loss_args, o.miner, o.miner_args, dls.n_train_classes, model.embed_dim, check=False)
         guard = DivergenceGuard(o.lr)
-        learn = metric_learner(dls, model, loss_func, miner=miner, loss_lr_mult=o.loss_lr_mult, path=folder, model_dir=".", cbs=[guard])
+        learn = metric_learner(dls, model, loss_func, miner=miner, loss_lr_mult=o.loss_lr_mult, path=work, model_dir=".", cbs=[guard],
+                               tensorboard=(work / "tensorboard").resolve() if o.tensorboard else None)
         if o.fp16: learn.to_fp16()
         if o.bf16: learn.to_bf16()
         print(_describe(dls, source, test_items, has_test, o.rotation_classes, f"{o.arch}, {model.embed_dim}-d embeddings",
                         loss_func, miner, o.epochs, o.lr, device))
-        best_epoch = _fit(learn, o.epochs, o.lr, guard, pick_best=has_test)
+        if o.resume: print(f"resuming {out} after epoch {load_checkpoint(work / 'checkpoint.pth')['epoch']}")
+        best_epoch = _fit(learn, o.epochs, o.lr, guard, pick_best=has_test, resume=bool(o.resume))
+        shutil.copy(work / "history.csv", folder / "history.csv")
+        atomic_write_json(folder / "split.json", split)
+        if (work / "tensorboard").is_dir(): shutil.copytree(work / "tensorboard", folder / "tensorboard")
         embeddings, rows = _report({"untrained": untrained, "trained": model}, dls, test_items, o.bs, o.n_way, o.episodes, o.seed)
         n_test = test_items["label"].nunique()
         where = f"{n_test} test classes" if has_test else f"{n_test} unseen validation classes"

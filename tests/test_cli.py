@@ -256,7 +256,7 @@ def test_run_index_is_queryable(after_training):
 @pytest.mark.parametrize("case, contains", [
     ("unknown_loss", ["unknown loss 'multi_similarty'", "multi_similarity", "triplet_margin", "arc_face"]),
     ("unknown_miner", ["unknown miner 'hardest'", "batch_hard"]),
-    ("unknown_data", ["is neither a data set (digits, omniglot, cub200, cars196, sop, inshop) nor an existing folder"]),
+    ("unknown_data", ["is neither a data set (digits, omniglot, cub200, cars196, sop, inshop, ", "nor an existing folder"]),
     ("unknown_arch", ["unknown arch 'resnet_nonexistent'", "convnet2"]),
     ("bad_config_key", ["unknown key(s) learning_rate; valid keys:", "embed_dim", "epochs"]),
     ("bad_config_value", ["epochs: expected an integer, got 'two'"]),

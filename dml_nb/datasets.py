@@ -385,6 +385,15 @@ def _with_protocol(items:pd.DataFrame, protocol:str, seed:int, name:str, officia
     split = np.full(len(items), "train", dtype=object); split[test_idx] = "test"
     return items.assign(split=split)
 
+def _finish_benchmark(items:pd.DataFrame, name:str, official:dict, protocol:str, seed:int, check_files:bool) -> pd.DataFrame:
+    "The items table a preparer returns: `split` by `protocol` (`_with_protocol`), then checked by `_finish`."
+    return _finish(_with_protocol(items, protocol, seed, name, official), name, check_files)
+
+def _class_folder_benchmark(base:Path, name:str, folders:dict, protocol:str, seed:int, check_files:bool) -> pd.DataFrame:
+    "Items of a benchmark shipped as class folders: `folders` maps each official folder under `base` to its official split; `subset` is the folder's name in lower case."
+    items = pd.concat([_class_folder_rows(base / folder, name, folder.lower()) for folder in folders], ignore_index=True)
+    return _finish_benchmark(items, name, {folder.lower(): split for folder, split in folders.items()}, protocol, seed, check_files)
+
 # %% ../nbs/02b_datasets.ipynb #3651281b
 TSINGHUA_DOGS_URL = "https://cg.cs.tsinghua.edu.cn/ThuDogs/"  # the download page: low-resolution.zip, TrainValSplit.zip, high-resolution parts
 _DOG_FOLDER = re.compile(r"^\d+-n(\d+)-(.+)$")  # <images of the breed>-n<breed id>-<breed name>
@@ -417,8 +426,7 @@ def prepare_tsinghua_dogs(root:str|Path, # folder holding TrainAndValList/ and l
         if check_files: raise FileNotFoundError(f"Tsinghua Dogs: no image folder {candidates[0].name} in {', '.join(str(c.parent) for c in candidates)}")
         images = candidates[1]
     items = table.assign(path=[str(images / f) for f in table.file])[["path", "label", "subset", "class_name"]]
-    items = _with_protocol(items, protocol, seed, "Tsinghua Dogs", {"train": "train", "validation": "test"})
-    return _finish(items, "Tsinghua Dogs", check_files)
+    return _finish_benchmark(items, "Tsinghua Dogs", {"train": "train", "validation": "test"}, protocol, seed, check_files)
 
 # %% ../nbs/02b_datasets.ipynb #5b3bf3da
 ALIPRODUCTS_URLS = [f"https://tianchi-competition.oss-cn-hangzhou.aliyuncs.com/231780/AliProducts/{key}/train_val.part{i}.tar.gz"
@@ -432,8 +440,7 @@ def prepare_aliproducts(root:str|Path, # folder holding train/ and val/ class fo
                        ) -> pd.DataFrame:
     "AliProducts 2020 items: `label` is the product folder, `subset` the official folder (`train` or `val`)."
     base = _locate(root, "train", ["aliproducts", "AliProducts"], "AliProducts")
-    items = pd.concat([_class_folder_rows(base / subset, "AliProducts", subset) for subset in ("train", "val")], ignore_index=True)
-    return _finish(_with_protocol(items, protocol, seed, "AliProducts", {"train": "train", "val": "test"}), "AliProducts", check_files)
+    return _class_folder_benchmark(base, "AliProducts", {"train": "train", "val": "test"}, protocol, seed, check_files)
 
 # %% ../nbs/02b_datasets.ipynb #e766b345
 RP2K_URL = "https://blob-nips2020-rp2k-dataset.obs.cn-east-3.myhuaweicloud.com/rp2k_dataset.zip"
@@ -445,8 +452,7 @@ def prepare_rp2k(root:str|Path, # folder holding all/train/ and all/test/ (or th
                 ) -> pd.DataFrame:
     "RP2K items: `label` is the product folder, `subset` the official folder (`train` or `test`)."
     base = _locate(root, "all/train", ["rp2k", "rp2k_dataset"], "RP2K") / "all"
-    items = pd.concat([_class_folder_rows(base / subset, "RP2K", subset) for subset in ("train", "test")], ignore_index=True)
-    return _finish(_with_protocol(items, protocol, seed, "RP2K", {"train": "train", "test": "test"}), "RP2K", check_files)
+    return _class_folder_benchmark(base, "RP2K", {"train": "train", "test": "test"}, protocol, seed, check_files)
 
 # %% ../nbs/02b_datasets.ipynb #2d45ef9f
 LARGEFINEFOODAI_URLS = [f"https://s3plus.meituan.net/v1/mss_fad1a48f61e8451b8172ba5abfdbbee5/foodai-workshop-challenge/{name}.tar" for name in ("Train", "Val")]
@@ -458,8 +464,7 @@ def prepare_largefinefoodai(root:str|Path, # folder holding Train/ and Val/ clas
                            ) -> pd.DataFrame:
     "LargeFineFoodAI items: `label` is the dish folder, `subset` the official folder (`train` or `val`)."
     base = _locate(root, "Train", ["largefinefoodai", "LargeFineFoodAI"], "LargeFineFoodAI")
-    items = pd.concat([_class_folder_rows(base / folder, "LargeFineFoodAI", folder.lower()) for folder in ("Train", "Val")], ignore_index=True)
-    return _finish(_with_protocol(items, protocol, seed, "LargeFineFoodAI", {"train": "train", "val": "test"}), "LargeFineFoodAI", check_files)
+    return _class_folder_benchmark(base, "LargeFineFoodAI", {"Train": "train", "Val": "test"}, protocol, seed, check_files)
 
 # %% ../nbs/02b_datasets.ipynb #f195dab4
 def prepare_products10k(root:str|Path, # folder holding train.csv, test_kaggletest.csv, train/ and test/ (or an archive of it)
@@ -476,7 +481,7 @@ def prepare_products10k(root:str|Path, # folder holding train.csv, test_kagglete
         parts.append(pd.DataFrame({"path": [str(base / subset / n) for n in table["name"]], "label": _ints(table["class"], path, "class"),
                                    "parent": _ints(table["group"], path, "group"), "subset": subset}))
     items = pd.concat(parts, ignore_index=True)
-    return _finish(_with_protocol(items, protocol, seed, "Products-10K", {"train": "train", "test": "test"}), "Products-10K", check_files)
+    return _finish_benchmark(items, "Products-10K", {"train": "train", "test": "test"}, protocol, seed, check_files)
 
 # %% ../nbs/02b_datasets.ipynb #6950f7eb
 MET_URLS = {name: f"http://ptak.felk.cvut.cz/met/dataset/{name}.tar.gz" for name in ("MET", "ground_truth", "test_met", "test_other", "test_noart")}
@@ -501,7 +506,7 @@ def prepare_met(root:str|Path, # folder holding MET/ (exhibit folders), the grou
     exhibits = _class_folder_rows(base / "MET", "MET", "train")
     exhibits["label"] = _ints(exhibits["label"], base / "MET", "exhibit folder name")
     items = pd.concat([exhibits, _met_queries(truth / "valset.json", base, "val"), _met_queries(truth / "testset.json", base, "test")], ignore_index=True)
-    return _finish(_with_protocol(items, protocol, seed, "MET", {"train": "train", "val": "valid", "test": "test"}), "MET", check_files)
+    return _finish_benchmark(items, "MET", {"train": "train", "val": "valid", "test": "test"}, protocol, seed, check_files)
 
 # %% ../nbs/02b_datasets.ipynb #39d9dfdf
 def prepare_hnm(root:str|Path, # folder of the unzipped Kaggle download: articles.csv and images/ (or the zip itself)
@@ -521,7 +526,7 @@ def prepare_hnm(root:str|Path, # folder of the unzipped Kaggle download: article
         if not present.any(): raise FileNotFoundError(f"H&M: none of the {len(items)} images that {path} lists is under {base / 'images'}, e.g. {items.path[0]}")
         if not present.all(): warnings.warn(f"H&M: {(~present).sum()} of {len(items)} articles have no image under {base / 'images'} (the official archive lacks some): left out")
         items = items[present]
-    return _finish(_with_protocol(items, "classes", seed, "H&M", {}), "H&M", check_files)
+    return _finish_benchmark(items, "H&M", {}, "classes", seed, check_files)
 
 # %% ../nbs/02b_datasets.ipynb #5a141c5e
 def prepare_shopee(root:str|Path, # folder of the unzipped Kaggle download: train.csv and train_images/ (or the zip itself)
@@ -534,7 +539,7 @@ def prepare_shopee(root:str|Path, # folder of the unzipped Kaggle download: trai
     table = _read_csv(path, ["posting_id", "image", "title", "label_group"], "Shopee")
     items = pd.DataFrame({"path": [str(base / "train_images" / n) for n in table["image"]], "label": _ints(table["label_group"], path, "label_group"),
                           "posting_id": table["posting_id"], "title": table["title"], "subset": "train"})
-    return _finish(_with_protocol(items, "classes", seed, "Shopee", {}), "Shopee", check_files)
+    return _finish_benchmark(items, "Shopee", {}, "classes", seed, check_files)
 
 # %% ../nbs/02b_datasets.ipynb #d7c00aa5
 INAT2021_URLS = {name: f"https://ml-inat-competition-datasets.s3.amazonaws.com/2021/{name}.tar.gz"
@@ -565,8 +570,7 @@ def prepare_inat2021(root:str|Path, # folder holding train.json (or train_mini.j
     if train_set not in ("train", "train_mini"): raise ValueError(f"iNaturalist 2021: train_set must be 'train' or 'train_mini', got {train_set!r}")
     base = _locate(root, "val.json", ["inat2021", "inaturalist_2021", "iNaturalist_2021"], "iNaturalist 2021")
     items = pd.concat([_coco_items(base / f"{subset}.json", base, subset) for subset in (train_set, "val")], ignore_index=True)
-    items = _with_protocol(items, protocol, seed, "iNaturalist 2021", {train_set: "train", "val": "test"})
-    return _finish(items, "iNaturalist 2021", check_files)
+    return _finish_benchmark(items, "iNaturalist 2021", {train_set: "train", "val": "test"}, protocol, seed, check_files)
 
 # %% ../nbs/02b_datasets.ipynb #b095ed5f
 BENCHMARKS.update(tsinghuadogs=prepare_tsinghua_dogs, aliproducts=prepare_aliproducts, rp2k=prepare_rp2k, products10k=prepare_products10k,

@@ -4,55 +4,15 @@ They run the *installed* scripts as subprocesses, the way a user does, on a tiny
 digits written as PNGs, classes nested one level deep). One short training run is shared by the tests; the error
 cases, which are independent of each other, run concurrently to keep the file fast on two cores.
 """
-import json, os, shutil, subprocess, sys
+import json, shutil
 from pathlib import Path
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from scripts import check_user_error, finish, ok, run, run_many, start
 
 root = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
-ENV.pop("DML_NB_DEBUG", None)
-
-def script(name:str) -> str:
-    "The path of the installed console script `name` (next to this Python first)."
-    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if path is None: pytest.fail(f"console script {name} is not installed: run pip install -e .")
-    return path
-
-def start(name:str, *args, cwd=None) -> subprocess.Popen:
-    return subprocess.Popen([script(name), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=cwd)
-
-def finish(proc:subprocess.Popen, timeout:int=300) -> subprocess.CompletedProcess:
-    out, err = proc.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-def run(name:str, *args, cwd=None) -> subprocess.CompletedProcess:
-    "Run a console script and require success."
-    proc = finish(start(name, *args, cwd=cwd))
-    assert proc.returncode == 0, f"{name} {' '.join(map(str, args))} failed with status {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-def run_many(cases:dict, workers:int=4) -> dict:
-    "Run independent commands `{name: (script, *args)}` a few at a time; their results by name."
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(workers) as pool:
-        futures = {name: pool.submit(lambda args: finish(start(*args)), args) for name, args in cases.items()}
-        return {name: future.result() for name, future in futures.items()}
-
-def ok(proc:subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"{' '.join(map(str, proc.args))} failed with status {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-def check_user_error(proc:subprocess.CompletedProcess, *contains:str):
-    "A user error: non-zero exit, no traceback, exactly one `<script>: error: ...` line on stderr containing each of `contains`."
-    assert proc.returncode == 1, f"status {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1, proc.stderr
-    for text in contains: assert text in errors[0], errors[0]
-
 # ---------------------------------------------------------------- data and the shared run
 
 CLASSES = {"round/0": 0, "round/6": 6, "round/8": 8, "straight/1": 1, "straight/4": 4, "straight/7": 7}

@@ -7,7 +7,7 @@ then dml_train on it) and two representative errors run as commands, together in
 errors and --overwrite call the script's function in this process (the same code, from argument parsing to the
 one-line error and exit status).
 """
-import json, os, shutil, subprocess, sys
+import json, shutil, subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import imagehash
@@ -15,37 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from scripts import check_user_error, execute, ok, temporary_files
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
-ENV.pop("DML_NB_DEBUG", None)
+def data_error(proc, *contains): check_user_error(proc, *contains, prog="dml_data")
+
 CLASSES = {"round/0": 0, "round/6": 6, "round/8": 8, "straight/1": 1, "straight/4": 4, "straight/7": 7}
 PER_CLASS = 20
 INFO_COLUMNS = ["path", "label", "parent", "width", "height", "phash"]
-
-def script(name:str) -> str:
-    "The path of the installed console script `name` (next to this Python first)."
-    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if path is None: pytest.fail(f"console script {name} is not installed: run pip install -e .")
-    return path
-
-def execute(name:str, *args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([script(name), *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300)
-
-def ok(proc:subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"{' '.join(map(str, proc.args))} failed with status {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-def check_user_error(proc:subprocess.CompletedProcess, *contains:str):
-    "A user error: status 1, no traceback, exactly one `dml_data: error: ...` line on stderr containing each of `contains`."
-    assert proc.returncode == 1, f"status {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1 and errors[0].startswith("dml_data: error: "), proc.stderr
-    for text in contains: assert text in errors[0], errors[0]
-
-def temporary_files(folder:Path) -> list:
-    "Files an atomic write leaves behind when it is interrupted: `.NAME-*.tmp`."
-    return [p for p in folder.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
@@ -136,9 +112,9 @@ def test_folds(work, gallery):
 
 def test_bad_input(work, results):
     "A threshold out of range fails with the valid range; a broken image is fatal with --strict; an existing file stays."
-    check_user_error(results["hamming"], "--dedup_hamming must be from 0 to 64 (bits of the 64-bit perceptual hash), got 65")
-    check_user_error(results["strict"], "unreadable image", "straight/1/broken.png", "leave out --strict")
-    check_user_error(in_process(work / "gallery", "--out", work / "bad" / "existing.csv"),
+    data_error(results["hamming"], "--dedup_hamming must be from 0 to 64 (bits of the 64-bit perceptual hash), got 65")
+    data_error(results["strict"], "unreadable image", "straight/1/broken.png", "leave out --strict")
+    data_error(in_process(work / "gallery", "--out", work / "bad" / "existing.csv"),
                      "already exists: choose another --out, or pass --overwrite to replace it")
     assert (work / "bad" / "existing.csv").read_text() == "keep me"
     assert sorted(p.name for p in (work / "bad").iterdir()) == ["existing.csv"]  # no result and no temporary file of a failed run
@@ -159,13 +135,13 @@ def test_bad_input(work, results):
 def test_flag_errors(work, gallery, flags, contains):
     "The script's function in this process: one `dml_data: error:` line naming the valid range, status 1, no file."
     out = work / "flags" / "out.csv"
-    check_user_error(in_process(gallery, "--out", out, *flags), *contains)
+    data_error(in_process(gallery, "--out", out, *flags), *contains)
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 def test_sources_and_overwrite(work, gallery, results):
     "A missing source and a file that is not a CSV are named; --overwrite replaces an earlier result, here in place."
     for source, message in [(work / "no_such_folder", "no such folder or CSV file"), (gallery / "round/0/000.png", "is not a .csv file")]:
-        check_user_error(in_process(source, "--out", work / "out" / "never.csv"), message)
+        data_error(in_process(source, "--out", work / "out" / "never.csv"), message)
     assert not (work / "out" / "never.csv").exists()
     ok(results["info"])
     again = shutil.copy(work / "out" / "info.csv", work / "out" / "again.csv")

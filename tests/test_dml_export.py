@@ -4,43 +4,17 @@ They run the *installed* script as a subprocess on a tiny run folder (an untrain
 tiny_gray preprocessing) and check the exported files against PyTorch on real images (scikit-learn's digits written as
 PNGs) with onnxruntime and torch.jit.load directly, not through dml_nb. Independent commands run concurrently.
 """
-import json, os, shutil, subprocess, sys
-from concurrent.futures import ThreadPoolExecutor
+import json, subprocess
 from pathlib import Path
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scripts import check_user_error, execute, ok, run_many
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
-ENV.pop("DML_NB_DEBUG", None)
+def dml_export(*args) -> subprocess.CompletedProcess: return execute("dml_export", *args)
+
 FILES = {"onnx": "embedder.onnx", "torchscript": "embedder.torchscript.pt"}
-
-def script(name:str) -> str:
-    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if path is None: pytest.fail(f"console script {name} is not installed: run pip install -e .")
-    return path
-
-def dml_export(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([script("dml_export"), *map(str, args)], capture_output=True, text=True, env=ENV, timeout=300)
-
-def run_many(cases:dict) -> dict:
-    "Run independent dml_export commands `{name: args}` concurrently; their results by name."
-    with ThreadPoolExecutor(4) as pool:
-        futures = {name: pool.submit(dml_export, *args) for name, args in cases.items()}
-        return {name: future.result() for name, future in futures.items()}
-
-def ok(proc):
-    assert proc.returncode == 0, f"{' '.join(proc.args)} failed with status {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-def check_user_error(proc, *contains:str):
-    "Non-zero exit, no traceback, one `dml_export: error: ...` line naming the problem."
-    assert proc.returncode != 0, f"expected a failure:\n{proc.stdout}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1, proc.stderr
-    for text in contains: assert text in errors[0], errors[0]
 
 def listing(folder:Path) -> dict:
     "Every file under `folder` (hidden ones included) with its content."
@@ -67,7 +41,7 @@ def setup(tmp_path_factory):
 def exported(setup):
     "Both formats exported by dml_export, concurrently."
     work, run, images = setup
-    results = run_many({fmt: (run, "--format", fmt, "--images", images, "--n_images", 8) for fmt in FILES})
+    results = run_many({fmt: ("dml_export", run, "--format", fmt, "--images", images, "--n_images", 8) for fmt in FILES})
     return {fmt: ok(proc) for fmt, proc in results.items()}
 
 def reference(run:Path, paths:list):
@@ -119,9 +93,9 @@ def test_bad_input_writes_nothing(setup, exported, tmp_path):
     not_a_run = tmp_path / "not_a_run"; not_a_run.mkdir(); (not_a_run / "notes.txt").write_text("mine")
     before_run, before_other = listing(run), listing(not_a_run)
     results = run_many({
-        "not a run folder": (not_a_run,),
-        "unknown format": (run, "--format", "tflite", "--out", tmp_path / "x"),
-        "parity refused": (run, "--format", "torchscript", "--tol", 0, "--images", images, "--n_images", 4, "--out", tmp_path / "strict" / "e.pt"),
+        "not a run folder": ("dml_export", not_a_run),
+        "unknown format": ("dml_export", run, "--format", "tflite", "--out", tmp_path / "x"),
+        "parity refused": ("dml_export", run, "--format", "torchscript", "--tol", 0, "--images", images, "--n_images", 4, "--out", tmp_path / "strict" / "e.pt"),
     })
     check_user_error(results["not a run folder"], "not a complete run folder", "run.json is missing")
     check_user_error(results["unknown format"], "unknown format 'tflite'", "onnx", "torchscript")

@@ -5,28 +5,13 @@ with their byte-order mark and `.//<n>-n<breed id>-<breed>/<image>` lines, and l
 of 6 tiny images each. The installed script runs as a subprocess, the way a user runs it; a user error (a folder
 without the lists) runs beside the training run.
 """
-import json, os, shutil, subprocess, sys
+import json
 from pathlib import Path
-import pytest
 from dml_nb.test_utils import write_images
+from scripts import check_user_error, finish, start
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
-ENV.pop("DML_NB_DEBUG", None)
 BREEDS = [(1043, 1, "Shiba_Dog"), (212, 2, "French_bulldog"), (371, 27, "Malamute"), (205, 130, "Pug"),
           (300, 5, "Pekingese"), (250, 9, "Samoyed"), (420, 14, "Chow"), (199, 33, "Beagle")]
-
-def script(name:str) -> str:
-    "The path of the installed console script `name` (next to this Python first)."
-    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if path is None: pytest.fail(f"console script {name} is not installed: run pip install -e .")
-    return path
-
-def start(*args, cwd=None) -> subprocess.Popen:
-    return subprocess.Popen([script("dml_train"), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=cwd)
-
-def finish(proc:subprocess.Popen, timeout:int=300) -> subprocess.CompletedProcess:
-    out, err = proc.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 def make_tsinghua_replica(root:Path, per_class:int=6) -> Path:
     "TrainAndValList/{train,validation}.lst (UTF-8 with a byte-order mark, CRLF lines) and low-resolution/<n>-n<id>-<breed>/."
@@ -39,21 +24,13 @@ def make_tsinghua_replica(root:Path, per_class:int=6) -> Path:
     (root / "TrainAndValList" / "validation.lst").write_text("".join(f"{line}\r\n" for line in validation), encoding="utf-8-sig")
     return root
 
-def check_user_error(proc:subprocess.CompletedProcess, *contains:str):
-    "A user error: status 1, no traceback, one `dml_train: error: ...` line containing each of `contains`."
-    assert proc.returncode == 1, f"status {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1, proc.stderr
-    for text in contains: assert text in errors[0], errors[0]
-
 def test_train_on_tsinghua_dogs(tmp_path):
     replica = make_tsinghua_replica(tmp_path / "tsinghua_dogs")
     (tmp_path / "not_dogs").mkdir()
     out = tmp_path / "runs" / "dogs"
-    procs = {"train": start("--data", "tsinghua_dogs", "--data_root", replica, "--epochs", 1, "--bs", 8, "--m_per_class", 2,
+    procs = {"train": start("dml_train", "--data", "tsinghua_dogs", "--data_root", replica, "--epochs", 1, "--bs", 8, "--m_per_class", 2,
                             "--size", 16, "--embed_dim", 8, "--no-plots", "--out", out, cwd=tmp_path),
-             "no_lists": start("--data", "tsinghua_dogs", "--data_root", tmp_path / "not_dogs", "--out", tmp_path / "runs" / "no_lists", cwd=tmp_path)}
+             "no_lists": start("dml_train", "--data", "tsinghua_dogs", "--data_root", tmp_path / "not_dogs", "--out", tmp_path / "runs" / "no_lists", cwd=tmp_path)}
     results = {name: finish(proc) for name, proc in procs.items()}
     check_user_error(results["no_lists"], "Tsinghua Dogs: train.lst not found in", str(tmp_path / "not_dogs"))
     train = results["train"]

@@ -5,7 +5,7 @@ The data: twelve of scikit-learn's digits per class written as PNGs in three gro
 run picks its best epoch on the validation group, as the Omniglot default does. The two runs go side by side, then
 the resume and a refusal (an option that differs from the run's) side by side.
 """
-import json, os, shutil, signal, subprocess, sys, time
+import json, shutil, signal, subprocess, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
@@ -13,33 +13,9 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from scripts import check_user_error, finish, ok, start
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
-ENV.pop("DML_NB_DEBUG", None)
 GROUPS = {"train": "012467", "valid": "35", "test": "89"}
-
-def dml_train(*args) -> list:
-    "The command line of the installed dml_train with `args`."
-    path = shutil.which("dml_train", path=str(Path(sys.executable).parent)) or shutil.which("dml_train")
-    if path is None: pytest.fail("console script dml_train is not installed: run pip install -e .")
-    return [path, *map(str, args)]
-
-def finish(proc:subprocess.Popen, timeout:int=300) -> subprocess.CompletedProcess:
-    out, err = proc.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-def start(*args) -> subprocess.Popen:
-    return subprocess.Popen(dml_train(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-
-def ok(proc:subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"{' '.join(proc.args)} failed with status {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-def user_error(proc:subprocess.CompletedProcess, text:str):
-    "A user error: status 1, no traceback, one `dml_train: error:` line containing `text`."
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, f"status {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1 and text in errors[0], proc.stderr
 
 def write_digits(folder:Path, per_class:int=12) -> Path:
     from sklearn.datasets import load_digits
@@ -68,8 +44,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     options = ["--data", data, "--valid_groups", "valid", "--test_groups", "test", "--epochs", 3, "--bs", 12,
                "--m_per_class", 4, "--no-plots"]
     full, killed = tmp_path/"runs"/"full", tmp_path/"runs"/"killed"
-    first = start(*options, "--out", full)
-    epoch = kill_after_first_checkpoint(start(*options, "--out", killed), killed)
+    first = start("dml_train", *options, "--out", full)
+    epoch = kill_after_first_checkpoint(start("dml_train", *options, "--out", killed), killed)
     assert epoch < 2, "killed after the last epoch: nothing left to resume"
     # what the kill left: the checkpoint folder, no finished run
     assert not (killed/"run.json").exists()
@@ -78,11 +54,11 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     shutil.copytree(killed, tmp_path/"runs"/"copy")
     ok(finish(first))
     with ThreadPoolExecutor(2) as pool:  # (the other refusals are tested in the pipeline chapter, 13_pipeline)
-        resumed = pool.submit(lambda: finish(start("--resume", killed)))
-        differ = pool.submit(lambda: finish(start("--resume", tmp_path/"runs"/"copy", "--epochs", 4)))
+        resumed = pool.submit(lambda: finish(start("dml_train", "--resume", killed)))
+        differ = pool.submit(lambda: finish(start("dml_train", "--resume", tmp_path/"runs"/"copy", "--epochs", 4)))
         resumed, differ = resumed.result(), differ.result()
     assert f"resuming {killed} after epoch {epoch}" in ok(resumed).stdout
-    user_error(differ, "these differ: --epochs 4 (the run has 3)")
+    check_user_error(differ, "these differ: --epochs 4 (the run has 3)")
     # the same result, exactly
     a, b = (json.loads((run/"metrics.json").read_text()) for run in (full, killed))
     assert a["trained"] == b["trained"] and a["best_epoch"] == b["best_epoch"]

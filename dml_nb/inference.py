@@ -186,7 +186,7 @@ class RunEmbedder:
                  info:dict, # the content of run.json
                  run_dir:Path, # where it was loaded from
                  device:torch.device, # where the model runs
-                 backend:str="torch", # "torch" (the rebuilt model), or "onnx" / "torchscript" (an `ExportedModel` from export_run)
+                 backend:str="torch", # "torch" (the rebuilt model), or "onnx" / "torchscript" (an ExportedModel from export_run)
                 ):
         self.backend, self.info, self.run_dir, self.device = backend, info, Path(run_dir), device
         self.model = model.to(device).eval() if backend == "torch" else model

@@ -23,16 +23,17 @@ from fastai.torch_core import params, default_device
 from fastprogress.fastprogress import progress_bar
 from .core import check_embeddings, LpDistance
 from .files import atomic_torch_save
-from .losses_base import WeightedLoss
-from .metrics import retrieval_metrics, metric_label
+from .losses_base import MetricLoss, WeightedLoss
+from .metrics import retrieval_metrics, metric_label, split_metrics
 from .models import MetricModel, embeddings_of
 
 # %% auto #0
 __all__ = ['CHECKPOINT_VERSION', 'MONITOR_COLUMNS', 'BatchLoss', 'LossParamsCallback', 'MetricLearner', 'DeviceMixedPrecision',
            'MiningCallback', 'CrossBatchMemory', 'CrossBatchMemoryCallback', 'RetrievalMetrics', 'RetrievalMetric',
-           'retrieval_metric_columns', 'CollapseWarningCallback', 'get_embeddings', 'rng_states', 'set_rng_states',
-           'CheckpointCallback', 'load_checkpoint', 'MetricTensorBoardCallback', 'MonitorColumn', 'GPUMonitor',
-           'gpu_monitor_columns', 'metric_splitter', 'metric_learner', 'EpochTable']
+           'retrieval_metric_columns', 'SplitMetrics', 'split_metric_columns', 'CollapseWarningCallback',
+           'get_embeddings', 'rng_states', 'set_rng_states', 'CheckpointCallback', 'load_checkpoint',
+           'MetricTensorBoardCallback', 'MonitorColumn', 'GPUMonitor', 'gpu_monitor_columns', 'metric_splitter',
+           'metric_learner', 'EpochTable']
 
 # %% ../nbs/08_learner.ipynb #be57888a
 class BatchLoss(nn.Module):
@@ -44,14 +45,17 @@ class BatchLoss(nn.Module):
     def forward(self, pred, labels):
         "The loss of the batch, with this batch's context; NaN for validation classes a classification loss has no weights for."
         context, self.context = self.context, {}
-        if not self.loss.training and not _has_weights_for(self.loss, labels): return torch.tensor(float("nan"), device=labels.device)
+        if not self.loss.training and not _has_weights_for(self.loss, labels, pred): return torch.tensor(float("nan"), device=labels.device)
         return self.loss(pred, labels, **context)
 
-def _has_weights_for(loss, labels) -> bool:
-    "False when `loss` (or a part of a `WeightedLoss`) learns per-class weights and `labels` has classes outside them."
-    parts = loss.losses.values() if isinstance(loss, WeightedLoss) else [loss]
-    # MarginLoss has `num_classes=None` unless it learns one beta per class
-    return all(getattr(part, "num_classes", None) is None or len(labels) == 0 or int(labels.max()) < part.num_classes for part in parts)
+def _has_weights_for(loss, labels, pred=None) -> bool:
+    "False when `loss` (or a part of a `WeightedLoss`) learns per-class weights, or classifies `pred`'s logits, and `labels` has classes outside them."
+    if len(labels) == 0: return True
+    parts, top = (loss.losses.values() if isinstance(loss, WeightedLoss) else [loss]), int(labels.max())
+    n_logits = pred[1].shape[1] if isinstance(pred, (tuple, list)) and len(pred) > 1 else None  # a classifier head's classes
+    # MarginLoss has `num_classes=None` unless it learns one beta per class; a loss on logits (cross-entropy) knows the head's classes
+    return all(top < part.num_classes if getattr(part, "num_classes", None) is not None else
+               isinstance(part, MetricLoss) or n_logits is None or top < n_logits for part in parts)
 
 # %% ../nbs/08_learner.ipynb #db7d7803
 class LossParamsCallback(Callback):
@@ -242,6 +246,49 @@ def retrieval_metric_columns(include=("precision_at_1", "r_precision", "mean_ave
     "fastai metrics, one per name in `include`, computed together once per validation pass."
     shared = RetrievalMetrics(ks=ks, include=list(include), reference_dl=reference_dl)
     return [RetrievalMetric(key, shared, primary=i == 0) for i, key in enumerate(include)]
+
+# %% ../nbs/08_learner.ipynb #2f152837
+class SplitMetrics:
+    "Embeds named DataLoaders after each validation pass and computes their `split_metrics` once."
+    def __init__(self,
+                 splits:dict, # split name -> DataLoader of (images, labels), e.g. {"test": test_dl, "train": train_sample_dl}
+                 reference_set:str="compared_to_self", # compared_to_self, compared_to_sets_combined or compared_to_training_set
+                 training_split:str="train", # the split compared_to_training_set searches
+                 normalize_embeddings:bool=True, # L2-normalise before the search (PML's default)
+                 pca:int|None=None, # principal components to keep, fit on each split; None: no PCA
+                 ks=(1, 2, 4, 8), # the k of recall@k
+                 include=None, # metric names to compute (None: all)
+                 query_splits=None, # the splits to score (None: every split)
+                ):
+        if not splits: raise ValueError("splits is empty: give at least one split name -> DataLoader")
+        store_attr()
+        self.reset()
+
+    def reset(self): self.learn, self.values = None, None
+    def accumulate(self, learn): self.learn = learn  # nothing to collect from the validation batches
+
+    def compute(self) -> dict:
+        "`split_metrics` of every split embedded by the learner's model (computed once, then cached until the next reset)."
+        if self.values is None:
+            if self.learn is None: raise RuntimeError("SplitMetrics has no learner yet: it reads it during the validation pass")
+            embedded = {name: get_embeddings(self.learn, dl, progress=False) for name, dl in self.splits.items()}
+            missing = [name for name, (_, labels) in embedded.items() if labels is None]
+            if missing: raise ValueError(f"the DataLoaders of {missing} yield no labels: give (images, labels) batches")
+            self.values = split_metrics(embedded, self.reference_set, self.query_splits, self.training_split,
+                                        self.normalize_embeddings, self.pca, self.ks, self.include)
+        return self.values
+
+# %% ../nbs/08_learner.ipynb #11102892
+def split_metric_columns(splits:dict, # split name -> DataLoader of (images, labels)
+                         include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), # metric names, as retrieval_metrics returns them
+                         reference_set:str="compared_to_self", # compared_to_self, compared_to_sets_combined or compared_to_training_set
+                         query_splits=None, # the splits to score (None: every split)
+                         **kwargs, # training_split, normalize_embeddings, pca, ks: passed to SplitMetrics
+                        ) -> list:
+    "fastai metrics named `{metric}_{split}`, one per metric and scored split, computed together after each validation pass."
+    shared = SplitMetrics(splits, reference_set, include=list(include), query_splits=query_splits, **kwargs)
+    scored = list(splits) if query_splits is None else list(query_splits)
+    return [RetrievalMetric(f"{key}_{split}", shared, primary=i == 0) for i, (split, key) in enumerate((s, k) for s in scored for k in include)]
 
 # %% ../nbs/08_learner.ipynb #4d5d4336
 class CollapseWarningCallback(Callback):

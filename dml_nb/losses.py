@@ -18,17 +18,20 @@ from .losses_pair import GenericPairLoss
 from .core import name_key, snake_name, class_by_name, check_parameters
 
 # %% auto #0
-__all__ = ['loss_classes', 'needs_num_classes', 'create_loss', 'loss_catalogue', 'MetricLoss', 'WeightedLoss', 'AdaCosLoss',
-           'AdaFaceLoss', 'AngularLoss', 'ArcFaceLoss', 'CircleLoss', 'CombinedMarginLoss', 'ContrastiveLoss',
-           'CosFaceLoss', 'CurricularFaceLoss', 'ElasticArcFaceLoss', 'ElasticCosFaceLoss', 'FastAPLoss',
-           'GeneralizedLiftedStructureLoss', 'LargeMarginSoftmaxLoss', 'MarginLoss', 'MultiSimilarityLoss', 'NCALoss',
-           'NPairsLoss', 'NTXentLoss', 'NormalizedSoftmaxLoss', 'ProxyAnchorLoss', 'ProxyNCALoss',
-           'SignalToNoiseRatioContrastiveLoss', 'SmoothAPLoss', 'SoftTripleLoss', 'SphereFaceLoss',
+__all__ = ['loss_classes', 'needs_num_classes', 'create_loss', 'loss_catalogue', 'MetricLoss', 'WeightedLoss', 'MeanReducer',
+           'SumReducer', 'AvgNonZeroReducer', 'ThresholdReducer', 'DivisorReducer', 'ClassWeightedReducer',
+           'PerAnchorReducer', 'MultipleReducers', 'DoNothingReducer', 'BaseReducer', 'LpRegularizer',
+           'ZeroMeanRegularizer', 'CenterInvariantRegularizer', 'RegularFaceRegularizer', 'SparseCentersRegularizer',
+           'BaseRegularizer', 'AdaCosLoss', 'AdaFaceLoss', 'AngularLoss', 'ArcFaceLoss', 'CircleLoss',
+           'CombinedMarginLoss', 'ContrastiveLoss', 'CosFaceLoss', 'CurricularFaceLoss', 'ElasticArcFaceLoss',
+           'ElasticCosFaceLoss', 'FastAPLoss', 'GeneralizedLiftedStructureLoss', 'LargeMarginSoftmaxLoss', 'MarginLoss',
+           'MultiSimilarityLoss', 'NCALoss', 'NPairsLoss', 'NTXentLoss', 'NormalizedSoftmaxLoss', 'ProxyAnchorLoss',
+           'ProxyNCALoss', 'SignalToNoiseRatioContrastiveLoss', 'SmoothAPLoss', 'SoftTripleLoss', 'SphereFaceLoss',
            'SubCenterArcFaceLoss', 'SupConLoss', 'TripletMarginLoss', 'TupletMarginLoss']
 
 # %% ../nbs/04_losses.ipynb #9098531b
-# `from dml_nb.losses import *` gives every loss
-_all_ = ['MetricLoss', 'WeightedLoss', 'AdaCosLoss', 'AdaFaceLoss', 'AngularLoss', 'ArcFaceLoss', 'CircleLoss', 'CombinedMarginLoss', 'ContrastiveLoss', 'CosFaceLoss', 'CurricularFaceLoss', 'ElasticArcFaceLoss', 'ElasticCosFaceLoss', 'FastAPLoss', 'GeneralizedLiftedStructureLoss', 'LargeMarginSoftmaxLoss', 'MarginLoss', 'MultiSimilarityLoss', 'NCALoss', 'NPairsLoss', 'NTXentLoss', 'NormalizedSoftmaxLoss', 'ProxyAnchorLoss', 'ProxyNCALoss', 'SignalToNoiseRatioContrastiveLoss', 'SmoothAPLoss', 'SoftTripleLoss', 'SphereFaceLoss', 'SubCenterArcFaceLoss', 'SupConLoss', 'TripletMarginLoss', 'TupletMarginLoss']
+# `from dml_nb.losses import *` gives every loss, and PML's reducers and regularizers that every loss takes
+_all_ = ['MetricLoss', 'WeightedLoss', 'MeanReducer', 'SumReducer', 'AvgNonZeroReducer', 'ThresholdReducer', 'DivisorReducer', 'ClassWeightedReducer', 'PerAnchorReducer', 'MultipleReducers', 'DoNothingReducer', 'BaseReducer', 'LpRegularizer', 'ZeroMeanRegularizer', 'CenterInvariantRegularizer', 'RegularFaceRegularizer', 'SparseCentersRegularizer', 'BaseRegularizer', 'AdaCosLoss', 'AdaFaceLoss', 'AngularLoss', 'ArcFaceLoss', 'CircleLoss', 'CombinedMarginLoss', 'ContrastiveLoss', 'CosFaceLoss', 'CurricularFaceLoss', 'ElasticArcFaceLoss', 'ElasticCosFaceLoss', 'FastAPLoss', 'GeneralizedLiftedStructureLoss', 'LargeMarginSoftmaxLoss', 'MarginLoss', 'MultiSimilarityLoss', 'NCALoss', 'NPairsLoss', 'NTXentLoss', 'NormalizedSoftmaxLoss', 'ProxyAnchorLoss', 'ProxyNCALoss', 'SignalToNoiseRatioContrastiveLoss', 'SmoothAPLoss', 'SoftTripleLoss', 'SphereFaceLoss', 'SubCenterArcFaceLoss', 'SupConLoss', 'TripletMarginLoss', 'TupletMarginLoss']
 
 # %% ../nbs/04_losses.ipynb #60f219f3
 _BASE_CLASSES = (MetricLoss, GenericPairLoss)  # shared machinery, not losses of their own
@@ -63,7 +66,7 @@ def create_loss(name:str, # a loss class name, any case, with or without "Loss",
     return loss_class(num_classes, embedding_size, **kwargs)
 
 # %% ../nbs/04_losses.ipynb #76693a9c
-_NOT_HYPERPARAMETERS = {"self", "num_classes", "embedding_size", "kwargs", "distance"}
+_NOT_HYPERPARAMETERS = {"self", "num_classes", "embedding_size", "kwargs", "distance", "weight_regularizer", "weight_reg_weight"}
 
 def loss_catalogue() -> pd.DataFrame:
     "One row per loss: family, whether it needs `num_classes`, hyperparameters and defaults, learnable parameters, PML counterpart."

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .core import LpDistance, CosineSimilarity, BaseDistance, pos_neg_masks, convert_to_weights
-from .losses_base import MetricLoss, mean_reduce, zero_loss
+from .losses_base import MetricLoss, mean_reduce, zero_loss, sub_loss
 
 # %% auto #0
 __all__ = ['soft_histograms', 'FastAPLoss', 'SmoothAPLoss']
@@ -42,8 +42,9 @@ class FastAPLoss(MetricLoss):
     def __init__(self,
                  num_bins:int=10, # L: histogram bins over the range of distances
                  distance:BaseDistance|None=None, # an LpDistance of normalised embeddings with p=2; None for LpDistance(power=2)
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
         d = self.distance
         if not (isinstance(d, LpDistance) and d.normalize_embeddings and d.p == 2):
             raise ValueError(f"FastAPLoss needs distance=LpDistance(normalize_embeddings=True, p=2) (any power), got {d!r}")
@@ -70,7 +71,7 @@ def compute_loss(self:FastAPLoss, embeddings, labels, indices_tuple, ref_emb, re
     if not safe.any(): return zero_loss(embeddings)
     ratios = torch.where(safe, h_pos_product / torch.where(safe, total, torch.ones_like(total)), torch.zeros_like(total))
     fast_ap = ratios.sum(1)[has_pos] / n_pos[has_pos]
-    return mean_reduce((1 - fast_ap) * weights[has_pos], embeddings)
+    return {"loss": sub_loss((1 - fast_ap) * weights[has_pos], lambda: has_pos.nonzero().squeeze(1))}  # one term per query with positives
 
 # %% ../nbs/03c_losses_ap.ipynb #23ba9625
 class SmoothAPLoss(MetricLoss):
@@ -78,8 +79,9 @@ class SmoothAPLoss(MetricLoss):
     def __init__(self,
                  temperature:float=0.01, # tau: smaller is closer to the true AP, with gradients only for nearly tied pairs
                  distance:BaseDistance|None=None, # must be a CosineSimilarity (the default)
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
         if not isinstance(self.distance, CosineSimilarity): raise ValueError(f"SmoothAPLoss needs distance=CosineSimilarity(), got {self.distance!r}")
         if not temperature > 0: raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature = temperature
@@ -103,4 +105,5 @@ def compute_loss(self:SmoothAPLoss, embeddings, labels, indices_tuple, ref_emb, 
     rank_all = 1 + ahead.sum(1)
     rank_pos = 1 + (ahead * relevant[query]).sum(1)
     ap = sims.new_zeros(len(labels)).index_add(0, query, rank_pos / rank_all) / n_relevant
-    return mean_reduce((1 - ap[has_pos]) * weights[has_pos], embeddings)
+    # one term per query with a positive; the paper (and PML) average them: MeanReducer
+    return {"loss": sub_loss((1 - ap[has_pos]) * weights[has_pos], lambda: has_pos.nonzero().squeeze(1))}

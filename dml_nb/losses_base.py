@@ -4,13 +4,19 @@
 
 # %% ../nbs/03_losses_base.ipynb #d4e3a0a8
 from __future__ import annotations
+import copy
 import torch
 import torch.nn as nn
 from fastcore.basics import patch
-from .core import check_embeddings, float32_context, LpDistance, BaseDistance
+from .core import check_embeddings, float32_context, LpDistance, CosineSimilarity, BaseDistance
 
 # %% auto #0
-__all__ = ['zero_loss', 'check_indices_tuple', 'MetricLoss', 'mean_reduce', 'avg_non_zero_reduce', 'WeightedLoss']
+__all__ = ['REDUCTION_TYPES', 'zero_loss', 'check_indices_tuple', 'MetricLoss', 'mean_reduce', 'avg_non_zero_reduce', 'sub_loss',
+           'already_reduced', 'no_loss', 'loss_terms', 'loss_indices', 'BaseReducer', 'reduce_loss_dict', 'MeanReducer',
+           'SumReducer', 'ThresholdReducer', 'AvgNonZeroReducer', 'DivisorReducer', 'DoNothingReducer',
+           'ClassWeightedReducer', 'per_anchor_mean', 'PerAnchorReducer', 'MultipleReducers', 'BaseRegularizer',
+           'LpRegularizer', 'ZeroMeanRegularizer', 'CenterInvariantRegularizer', 'RegularFaceRegularizer',
+           'SparseCentersRegularizer', 'WeightedLoss']
 
 # %% ../nbs/03_losses_base.ipynb #a745e710
 def zero_loss(embeddings:torch.Tensor) -> torch.Tensor:
@@ -37,15 +43,31 @@ def check_indices_tuple(indices_tuple:tuple, # (a, p, n) or (a1, p, a2, n) index
 
 # %% ../nbs/03_losses_base.ipynb #8a46fe32
 class MetricLoss(nn.Module):
-    "Base class of every dml_nb loss: PML's calling convention, input checks, float32 maths."
+    "Base class of every dml_nb loss: PML's calling convention, input checks, float32 maths, a swappable reducer and regularisers."
     needs_labels = True  # self-supervised losses that work from `indices_tuple` alone set this to False
-    def __init__(self, distance:BaseDistance|None=None): # how embeddings are compared; None for the loss's default
+    def __init__(self,
+                 distance:BaseDistance|None=None, # how embeddings are compared; None for the loss's default
+                 reducer:nn.Module|None=None, # a reducer (BaseReducer) that turns each sub-loss into a scalar; None for the loss's default (PML's)
+                 embedding_regularizer:nn.Module|None=None, # a regularizer (BaseRegularizer): a penalty on the batch's embeddings, added to the loss
+                 embedding_reg_weight:float=1, # the weight of that penalty
+                ):
         super().__init__()
         self.distance = self.default_distance() if distance is None else distance
+        if reducer is not None and not isinstance(reducer, BaseReducer): raise ValueError(f"reducer must be a reducer such as MeanReducer(), got {reducer!r}")
+        if embedding_regularizer is not None and not isinstance(embedding_regularizer, BaseRegularizer):
+            raise ValueError(f"embedding_regularizer must be a regularizer such as LpRegularizer(), got {embedding_regularizer!r}")
+        # a copy, as in PML: one reducer object given to two losses does not tie them together
+        self.reducer = self.default_reducer() if reducer is None else copy.deepcopy(reducer)
+        self.embedding_regularizer, self.embedding_reg_weight = embedding_regularizer, embedding_reg_weight
+        self.weight_regularizer, self.weight_reg_weight = None, 1  # losses with class vectors take them (`_init_weight_regularizer`)
 
     def default_distance(self) -> BaseDistance:
         "The distance a loss uses when none is given (PML's default for that loss)."
         return LpDistance()
+
+    def default_reducer(self) -> BaseReducer:
+        "The reducer a loss uses when none is given (PML's `get_default_reducer`: `MeanReducer` unless the loss says otherwise)."
+        return MeanReducer()
 
     def distance_matrix(self,
                         embeddings:torch.Tensor, # (n, d) float32 embeddings
@@ -55,8 +77,18 @@ class MetricLoss(nn.Module):
         return self.distance(embeddings, None if ref_emb is embeddings else ref_emb)  # None: compared with itself, as PML calls it
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        "The loss itself, on float32 inputs; `ref_labels is labels` means the batch is compared with itself."
+        "The loss on float32 inputs: a dict of named sub-losses (see `sub_loss`), or an already reduced scalar."
         raise NotImplementedError
+
+    def regularized_weights(self) -> torch.Tensor|None:
+        "The class weights `weight_regularizer` sees, one row per class vector (PML's: `W.t()`, `proxies`, `fc.t()`); None without."
+        return None
+
+    def _init_weight_regularizer(self, weight_regularizer, weight_reg_weight):
+        "For losses with class weights: store PML's `weight_regularizer` and `weight_reg_weight`."
+        if weight_regularizer is not None and not isinstance(weight_regularizer, BaseRegularizer):
+            raise ValueError(f"weight_regularizer must be a regularizer such as RegularFaceRegularizer(), got {weight_regularizer!r}")
+        self.weight_regularizer, self.weight_reg_weight = weight_regularizer, weight_reg_weight
 
 # %% ../nbs/03_losses_base.ipynb #76dcaa29
 @patch
@@ -67,7 +99,7 @@ def forward(self:MetricLoss,
             ref_emb:torch.Tensor|None=None, # (m, d) reference embeddings compared with the batch; None for the batch itself
             ref_labels:torch.Tensor|None=None, # (m,) labels of ref_emb
            ) -> torch.Tensor:
-    "The loss of the batch, a float32 scalar."
+    "The loss of the batch, a float32 scalar: each sub-loss reduced by `self.reducer`, summed, plus the regularisers."
     if labels is None and (self.needs_labels or indices_tuple is None):
         raise ValueError(f"{type(self).__name__} needs labels (or, for self-supervised use, an indices_tuple)")
     check_embeddings(embeddings, labels)
@@ -83,7 +115,13 @@ def forward(self:MetricLoss,
         embeddings = embeddings.float()
         if ref_emb is None: ref_emb, ref_labels = embeddings, labels  # the same objects: "compare with itself"
         else: ref_emb, ref_labels = ref_emb.float(), ref_labels.to(embeddings.device, torch.long) if ref_labels is not None else None
-        return self.compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        loss_dict = self.compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        if torch.is_tensor(loss_dict): loss_dict = {"loss": already_reduced(loss_dict)}  # a loss that reduces itself
+        if self.weight_regularizer is not None:  # in this order, as in PML: the loss, the weights' term, the embeddings' term
+            loss_dict["weight_reg_loss"] = already_reduced(self.weight_regularizer(self.regularized_weights()) * self.weight_reg_weight)
+        if self.embedding_regularizer is not None:
+            loss_dict["embedding_reg_loss"] = already_reduced(self.embedding_regularizer(embeddings) * self.embedding_reg_weight)
+        return reduce_loss_dict(self.reducer, loss_dict, embeddings, labels)
 
 # %% ../nbs/03_losses_base.ipynb #6350ab04
 def mean_reduce(losses:torch.Tensor, # per-pair, per-triplet or per-sample losses
@@ -97,6 +135,297 @@ def avg_non_zero_reduce(losses:torch.Tensor, # per-pair, per-triplet or per-samp
                        ) -> torch.Tensor:
     "The mean of the strictly positive `losses` (PML's `AvgNonZeroReducer`): easy tuples with zero loss do not dilute the average."
     return mean_reduce(losses[losses > 0], embeddings)
+
+# %% ../nbs/03_losses_base.ipynb #50d9f85d
+REDUCTION_TYPES = ("element", "pos_pair", "neg_pair", "triplet", "already_reduced")
+
+def sub_loss(losses:torch.Tensor|float, # the terms; 0 (the number) for "nothing to learn from"
+             indices=None, # index tensor(s) of the terms, a function that returns them, or None (see above)
+             reduction_type:str="element", # "element", "pos_pair", "neg_pair", "triplet" or "already_reduced"
+             mask:torch.Tensor|None=None, # boolean, like a dense `losses`: which entries are terms
+             divisor=None, # for DivisorReducer: what the sum of the terms is divided by
+            ) -> dict:
+    "One entry of a loss dictionary, in PML's form."
+    if reduction_type not in REDUCTION_TYPES: raise ValueError(f"reduction_type must be one of {REDUCTION_TYPES}, got {reduction_type!r}")
+    info = {"losses": losses, "indices": indices, "reduction_type": reduction_type}
+    if mask is not None: info["mask"] = mask
+    if divisor is not None: info["divisor"] = divisor
+    return info
+
+def already_reduced(value:torch.Tensor|float) -> dict:
+    "A sub-loss that is already a scalar (reducers pass it through)."
+    return sub_loss(value, None, "already_reduced")
+
+def no_loss() -> dict:
+    "PML's `zero_loss()`: nothing to learn from; every reducer gives a zero with a gradient."
+    return already_reduced(0)
+
+def loss_terms(info:dict) -> torch.Tensor:
+    "The 1-D tensor of a sub-loss's terms (the masked entries of a dense `losses`)."
+    return info["losses"][info["mask"]] if "mask" in info else info["losses"]
+
+def loss_indices(info:dict):
+    "The index tensor(s) of a sub-loss's terms, built now if they were left for later (a function, or a dense mask)."
+    indices = info["indices"]
+    if callable(indices): indices = indices()
+    elif indices is None and "mask" in info:
+        indices = torch.where(info["mask"])
+        if info["reduction_type"] == "element": indices = indices[0]
+    if indices is None and info["reduction_type"] == "element": indices = torch.arange(len(info["losses"]), device=info["losses"].device)
+    return indices
+
+# %% ../nbs/03_losses_base.ipynb #2f21dd18
+class BaseReducer(nn.Module):
+    "PML's reducer: a loss dictionary with one sub-loss in, a scalar out; subclasses write one method per reduction type."
+    def forward(self,
+                loss_dict:dict, # {name: sub_loss(...)}, exactly one entry (use MultipleReducers for several)
+                embeddings:torch.Tensor, # the batch: for a zero loss with a gradient
+                labels:torch.Tensor|None, # the batch's labels, for reducers that weigh by class
+               ) -> torch.Tensor:
+        if len(loss_dict) != 1: raise ValueError(f"{type(self).__name__} reduces one sub-loss, got {sorted(loss_dict)}: wrap it in MultipleReducers")
+        info = next(iter(loss_dict.values()))
+        return self.reduce(info, embeddings, labels)
+
+    def reduce(self, info:dict, embeddings:torch.Tensor, labels:torch.Tensor|None) -> torch.Tensor:
+        "The scalar of one sub-loss."
+        losses, kind = info["losses"], info["reduction_type"]
+        if not torch.is_tensor(losses):
+            if losses == 0: return zero_loss(embeddings)  # PML's "nothing to learn from"
+            raise ValueError(f"a sub-loss's losses must be a tensor or 0, got {losses!r}")
+        if kind not in REDUCTION_TYPES: raise ValueError(f"unknown reduction_type {kind!r}: expected one of {REDUCTION_TYPES}")
+        if kind == "already_reduced":
+            if losses.numel() != 1: raise ValueError(f"an already_reduced sub-loss must be a scalar, got shape {tuple(losses.shape)}")
+            return losses.reshape(())
+        if "mask" in info and info["mask"].shape != losses.shape: raise ValueError(f"mask has shape {tuple(info['mask'].shape)} but losses {tuple(losses.shape)}")
+        return getattr(self, f"{kind}_reduction")(info, embeddings, labels)
+
+    def _unsupported(self, kind):
+        raise ValueError(f"{type(self).__name__} cannot reduce {kind!r} losses")
+    def element_reduction(self, info, embeddings, labels): self._unsupported("element")
+    def pos_pair_reduction(self, info, embeddings, labels): self._unsupported("pos_pair")
+    def neg_pair_reduction(self, info, embeddings, labels): self._unsupported("neg_pair")
+    def triplet_reduction(self, info, embeddings, labels): self._unsupported("triplet")
+
+def _masked_sum_count(info:dict, keep=None) -> tuple:
+    "Sum and count of a sub-loss's terms that pass `keep` (a function of the losses), without gathering them."
+    losses = info["losses"]
+    select = info.get("mask")
+    if keep is not None:
+        passed = keep(losses.detach())
+        select = passed if select is None else select & passed
+    if select is None: return losses.sum(), losses.numel()
+    return torch.where(select, losses, torch.zeros_like(losses)).sum(), select.sum()
+
+def reduce_loss_dict(reducer:BaseReducer, # applied to every sub-loss (unless it takes the whole dict)
+                     loss_dict:dict, # {name: sub_loss(...)}
+                     embeddings:torch.Tensor, # the batch
+                     labels:torch.Tensor|None, # its labels
+                    ):
+    "PML's `reducer(loss_dict, ...)`: each sub-loss reduced by (a copy of) the reducer, then summed."
+    if isinstance(reducer, (MultipleReducers, DoNothingReducer)): return reducer(loss_dict, embeddings, labels)
+    total = None
+    for name, info in loss_dict.items():
+        value = reducer({name: info}, embeddings, labels)
+        total = value if total is None else total + value
+    return zero_loss(embeddings) if total is None else total
+
+# %% ../nbs/03_losses_base.ipynb #bd0d463a
+class MeanReducer(BaseReducer):
+    "The mean of the terms, whatever their type (PML's default)."
+    def element_reduction(self, info, embeddings, labels):
+        total, count = _masked_sum_count(info)
+        return total / count if count > 0 else zero_loss(embeddings)  # no terms: zero, not PML's NaN
+    pos_pair_reduction = neg_pair_reduction = triplet_reduction = element_reduction
+
+class SumReducer(MeanReducer):
+    "The sum of the terms."
+    def element_reduction(self, info, embeddings, labels): return _masked_sum_count(info)[0]
+    pos_pair_reduction = neg_pair_reduction = triplet_reduction = element_reduction
+
+class ThresholdReducer(BaseReducer):
+    "The mean of the terms strictly between `low` and `high`; zero when none are."
+    def __init__(self,
+                 low:float|None=None, # terms <= low are left out; None: no lower bound
+                 high:float|None=None, # terms >= high are left out; None: no upper bound
+                ):
+        super().__init__()
+        if low is None and high is None: raise ValueError("ThresholdReducer needs low, high or both")
+        if low is not None and high is not None and not low < high: raise ValueError(f"ThresholdReducer needs low < high, got low={low}, high={high}")
+        self.low, self.high = low, high
+    def keep(self, losses:torch.Tensor) -> torch.Tensor:
+        "Which terms pass the thresholds."
+        keep = torch.ones_like(losses, dtype=torch.bool)
+        if self.low is not None: keep = keep & (losses > self.low)
+        if self.high is not None: keep = keep & (losses < self.high)
+        return keep
+    def element_reduction(self, info, embeddings, labels):
+        total, count = _masked_sum_count(info, self.keep)
+        return total / count if count > 0 else zero_loss(embeddings)
+    pos_pair_reduction = neg_pair_reduction = triplet_reduction = element_reduction
+
+class AvgNonZeroReducer(ThresholdReducer):
+    "The mean of the strictly positive terms: `ThresholdReducer(low=0)`."
+    def __init__(self): super().__init__(low=0)
+
+class DivisorReducer(BaseReducer):
+    "The sum of the terms divided by the sub-loss's `divisor` (zero when the divisor is 0)."
+    def element_reduction(self, info, embeddings, labels):
+        if "divisor" not in info: raise ValueError("DivisorReducer needs sub-losses with a 'divisor' (this loss gives none: use another reducer)")
+        divisor = info["divisor"]
+        return _masked_sum_count(info)[0] / divisor if divisor != 0 else zero_loss(embeddings)
+    pos_pair_reduction = neg_pair_reduction = triplet_reduction = element_reduction
+
+class DoNothingReducer(BaseReducer):
+    "No reduction: the loss returns its loss dictionary itself (to inspect the terms)."
+    def forward(self, loss_dict, embeddings, labels): return loss_dict
+
+# %% ../nbs/03_losses_base.ipynb #76a97780
+class ClassWeightedReducer(BaseReducer):
+    "The mean of the terms, each times the weight of its (anchor's) class."
+    def __init__(self, weights:torch.Tensor|list): # one weight per class id
+        super().__init__()
+        self.weights = torch.as_tensor(weights, dtype=torch.float32)
+        if self.weights.ndim != 1: raise ValueError(f"ClassWeightedReducer needs a 1-D tensor of class weights, got shape {tuple(self.weights.shape)}")
+    def element_reduction(self, info, embeddings, labels):
+        indices = loss_indices(info)
+        value = self.weighted_mean(loss_terms(info), indices if info["reduction_type"] == "element" else indices[0], labels)
+        return zero_loss(embeddings) if value is None else value
+    pos_pair_reduction = neg_pair_reduction = triplet_reduction = element_reduction  # by the anchor's class
+    def weighted_mean(self, losses, indices, labels):
+        if labels is None: raise ValueError("ClassWeightedReducer needs labels (it weighs each term by its class)")
+        classes = labels[indices]
+        if len(classes) and classes.max() >= len(self.weights):
+            raise ValueError(f"ClassWeightedReducer has {len(self.weights)} class weights but a label is {int(classes.max())}: give one weight per class")
+        return (losses * self.weights.to(losses)[classes]).mean() if len(losses) else None
+
+# %% ../nbs/03_losses_base.ipynb #a0f61bd6
+def per_anchor_mean(x:torch.Tensor, # (n, k) an anchor's terms in its row, zeros elsewhere
+                    num_per_row:torch.Tensor, # (n,) how many terms each row holds
+                   ) -> torch.Tensor:
+    "PML's default `aggregation_func`: each row's mean; 0 for a row without terms."
+    return torch.where(num_per_row > 0, x.sum(1) / num_per_row.clamp_min(1), torch.zeros_like(x[:, 0]))
+
+class PerAnchorReducer(BaseReducer):
+    "Pairs grouped by anchor: `aggregation_func` makes one term per anchor, then `reducer` reduces those as elements."
+    def __init__(self,
+                 reducer:BaseReducer|None=None, # reduces the per-anchor terms; None for MeanReducer()
+                 aggregation_func=per_anchor_mean, # (n, k) anchor rows and (n,) counts -> (n,) per-anchor terms
+                ):
+        super().__init__()
+        self.reducer = MeanReducer() if reducer is None else reducer
+        self.aggregation_func = aggregation_func
+    def element_reduction(self, info, embeddings, labels):
+        return self.reducer({"loss": sub_loss(loss_terms(info), loss_indices(info))}, embeddings, labels)
+    def pos_pair_reduction(self, info, embeddings, labels):
+        n = len(embeddings)
+        if "mask" in info and info["mask"].shape[0] == n:  # dense already: rows are anchors
+            rows, num_per_row = torch.where(info["mask"], info["losses"], torch.zeros_like(info["losses"])), info["mask"].sum(1)
+        else:  # PML's scatter into an anchors-by-others table (a pair listed twice is written once)
+            losses, (anchors, others) = loss_terms(info), loss_indices(info)
+            width = max(n, int(others.max()) + 1 if len(others) else 0)
+            filled = torch.zeros(n, width, dtype=torch.bool, device=losses.device)
+            filled[anchors, others] = True
+            rows = losses.new_zeros(n, width).index_put((anchors, others), losses)
+            num_per_row = filled.sum(1)
+        per_anchor = self.aggregation_func(rows, num_per_row)
+        return self.reducer({"loss": sub_loss(per_anchor, torch.arange(n, device=per_anchor.device))}, embeddings, labels)
+    neg_pair_reduction = pos_pair_reduction
+    def triplet_reduction(self, info, embeddings, labels):
+        raise ValueError("PerAnchorReducer cannot reduce per-triplet losses (only element and pair losses), as in PML")
+
+class MultipleReducers(BaseReducer):
+    "One reducer per named sub-loss (`default_reducer` for the others), the results summed."
+    def __init__(self,
+                 reducers:dict, # {sub-loss name: reducer}, e.g. {"pos_loss": MeanReducer()}
+                 default_reducer:BaseReducer|None=None, # for sub-losses not named; None for MeanReducer()
+                ):
+        super().__init__()
+        self.reducers = nn.ModuleDict(reducers)
+        self.default_reducer = MeanReducer() if default_reducer is None else default_reducer
+    def forward(self, loss_dict, embeddings, labels):
+        total = zero_loss(embeddings)
+        for name, info in loss_dict.items():
+            reducer = self.reducers[name] if name in self.reducers else self.default_reducer
+            total = total + reducer({name: info}, embeddings, labels)
+        return total
+
+# %% ../nbs/03_losses_base.ipynb #3fddd355
+class BaseRegularizer(nn.Module):
+    "PML's regulariser: a penalty on a set of vectors (embeddings, or class weights), one term per vector, reduced by a reducer."
+    def __init__(self,
+                 distance:BaseDistance|None=None, # for the regularisers that compare vectors; None for the default
+                 reducer:BaseReducer|None=None, # None for the regulariser's default (MeanReducer)
+                ):
+        super().__init__()
+        self.distance = self.default_distance() if distance is None else distance
+        self.reducer = self.default_reducer() if reducer is None else reducer
+    def default_distance(self) -> BaseDistance: return LpDistance(p=2)
+    def default_reducer(self) -> BaseReducer: return MeanReducer()
+    def compute_loss(self, x:torch.Tensor) -> dict: raise NotImplementedError
+    def forward(self, x:torch.Tensor) -> torch.Tensor: # (k, d) vectors
+        "The penalty on the rows of `x` (each row's term reduced, 'labels' = the row numbers, as in PML)."
+        if not torch.is_tensor(x) or x.ndim != 2: raise ValueError(f"{type(self).__name__} needs a 2-D tensor of vectors (one per row), got {getattr(x, 'shape', type(x))}")
+        return reduce_loss_dict(self.reducer, self.compute_loss(x), x, torch.arange(len(x), device=x.device))
+
+def _rows(x): return torch.arange(len(x), device=x.device)
+
+class LpRegularizer(BaseRegularizer):
+    "The Lp norm of each vector (to a power): keeps embeddings or weights small."
+    def __init__(self, p:float=2, power:float=1, **kwargs): # the norm; its power; `reducer=` as above
+        super().__init__(**kwargs)
+        self.p, self.power = p, power
+    def compute_loss(self, x):
+        reg = torch.norm(x, p=self.p, dim=1)
+        return {"loss": sub_loss(reg ** self.power if self.power != 1 else reg, _rows(x))}
+
+class ZeroMeanRegularizer(BaseRegularizer):
+    "|sum of each vector's entries|: pushes each vector's mean to zero."
+    def compute_loss(self, x): return {"loss": sub_loss(x.sum(1).abs(), _rows(x))}
+
+class CenterInvariantRegularizer(BaseRegularizer):
+    "Each class weight's squared norm should equal the mean squared norm (Wu et al. 2018): ((|w|^2 - mean)^2) / 4."
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        d = self.distance
+        if not (isinstance(d, LpDistance) and d.power == 1 and not d.normalize_embeddings):
+            raise ValueError("CenterInvariantRegularizer needs distance=LpDistance(power=1, normalize_embeddings=False) (the default)")
+    def default_distance(self): return LpDistance(power=1, normalize_embeddings=False)
+    def compute_loss(self, x):
+        sq_norms = self.distance.get_norm(x) ** 2
+        return {"loss": sub_loss((sq_norms - sq_norms.mean()) ** 2 / 4, _rows(x))}
+
+class RegularFaceRegularizer(BaseRegularizer):
+    "RegularFace (Zhao et al. 2019): each class weight's cosine to its nearest other class weight, to spread the classes apart."
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if not self.distance.is_inverted: raise ValueError(f"RegularFaceRegularizer needs a similarity (e.g. CosineSimilarity, the default), got {type(self.distance).__name__}")
+    def default_distance(self): return CosineSimilarity()
+    def compute_loss(self, x):
+        cos = self.distance(x)
+        with torch.no_grad():
+            nearest = self.distance.smallest_dist(cos.clone().fill_diagonal_(float("-inf")), dim=1)[1]
+        return {"loss": sub_loss(cos.gather(1, nearest.unsqueeze(1)).squeeze(1), _rows(x))}
+
+class SparseCentersRegularizer(BaseRegularizer):
+    "SoftTriple's regulariser (Qian et al. 2019): sqrt(2 - 2 cos) between centres of the same class, summed and divided by twice the number of such pairs."
+    def __init__(self,
+                 num_classes:int, # number of classes
+                 centers_per_class:int, # K > 1 centres per class (the rows of each class are consecutive)
+                 **kwargs, # distance (a CosineSimilarity), reducer (default DivisorReducer())
+                ):
+        super().__init__(**kwargs)
+        if centers_per_class <= 1: raise ValueError(f"SparseCentersRegularizer needs centers_per_class > 1, got {centers_per_class}")
+        if not isinstance(self.distance, CosineSimilarity): raise ValueError("SparseCentersRegularizer needs distance=CosineSimilarity() (the default)")
+        self.num_classes, self.centers_per_class = num_classes, centers_per_class
+        block = torch.ones(centers_per_class, centers_per_class).triu(diagonal=1).bool()
+        self.register_buffer("same_class_mask", torch.block_diag(*[block.float()] * num_classes).bool(), persistent=False)
+    def default_distance(self): return CosineSimilarity()
+    def default_reducer(self): return DivisorReducer()
+    def compute_loss(self, x):
+        if len(x) != len(self.same_class_mask): raise ValueError(f"SparseCentersRegularizer was built for {len(self.same_class_mask)} centres, got {len(x)}")
+        sims = torch.clamp(2.0 * self.distance(x)[self.same_class_mask], max=2)
+        reg = torch.sqrt(2.0 + torch.finfo(x.dtype).tiny - sims)
+        return {"loss": sub_loss(reg, _rows(reg), divisor=2 * self.same_class_mask.sum())}
 
 # %% ../nbs/03_losses_base.ipynb #83af43b3
 class WeightedLoss(nn.Module):

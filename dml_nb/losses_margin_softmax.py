@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .core import CosineSimilarity, convert_to_weights
-from .losses_base import MetricLoss, mean_reduce
+from .losses_base import MetricLoss, mean_reduce, sub_loss
 
 # %% auto #0
 __all__ = ['LargeMarginSoftmaxLoss', 'SphereFaceLoss', 'combined_margin_target', 'CombinedMarginLoss', 'ArcFaceLoss',
@@ -29,8 +29,12 @@ class LargeMarginSoftmaxLoss(MetricLoss):
                  scale:float=1, # multiplies the logits
                  distance=None, # must be CosineSimilarity (the default)
                  weight_init_func=None, # initialiser for W; default nn.init.normal_, as PML
+                 weight_regularizer=None, # a penalty on the class weights (the rows of W.t()), e.g. RegularFaceRegularizer()
+                 weight_reg_weight:float=1, # its weight
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
+        self._init_weight_regularizer(weight_regularizer, weight_reg_weight)
         if not isinstance(self.distance, CosineSimilarity): raise ValueError(f"{type(self).__name__} needs distance=CosineSimilarity()")
         if num_classes < 1 or embedding_size < 1: raise ValueError(f"num_classes and embedding_size must be positive, got {num_classes}, {embedding_size}")
         self.num_classes, self.embedding_size, self.margin, self.scale = num_classes, embedding_size, margin, scale
@@ -40,6 +44,7 @@ class LargeMarginSoftmaxLoss(MetricLoss):
 
     def default_distance(self): return CosineSimilarity()
     def num_weight_columns(self) -> int: return self.num_classes
+    def regularized_weights(self): return self.W.t()  # PML's: one row per class (or sub-centre)
 
 # %% ../nbs/03d_losses_margin_softmax.ipynb #40f31ed8
 @patch
@@ -89,7 +94,7 @@ def compute_loss(self:LargeMarginSoftmaxLoss, embeddings, labels, indices_tuple,
     logits = cosine + target_mask * (self.modify_target(cos_target, embeddings, labels) - cos_target).unsqueeze(1)
     logits = self.adjust_logits(logits, cosine, target_mask, embeddings, labels)
     losses = F.cross_entropy(self.scale_logits(logits, embeddings), labels, reduction="none")
-    return mean_reduce(losses * weights, embeddings)
+    return {"loss": sub_loss(losses * weights)}  # one term per sample; MeanReducer by default (PML's, and every paper's mean cross-entropy)
 
 @patch
 def adjust_logits(self:LargeMarginSoftmaxLoss, logits, cosine, target_mask, embeddings, labels):
@@ -137,7 +142,7 @@ class CombinedMarginLoss(LargeMarginSoftmaxLoss):
                  m2:float=0.3, # additive angular margin in radians (ArcFace)
                  m3:float=0.2, # additive cosine margin (CosFace)
                  scale:float=64, # the fixed logit scale s
-                 **kwargs, # distance, weight_init_func
+                 **kwargs, # distance, weight_init_func, reducer, embedding_regularizer, weight_regularizer (and their *_reg_weight)
                 ):
         if m1 < 1: raise ValueError(f"m1 must be >= 1, got {m1}")
         self.m1, self.m2, self.m3 = m1, m2, m3
@@ -155,7 +160,7 @@ class ArcFaceLoss(CombinedMarginLoss):
                  embedding_size:int, # dimension of the embeddings
                  margin:float=28.6, # angular margin in degrees
                  scale:float=64, # logit scale s
-                 **kwargs, # distance, weight_init_func
+                 **kwargs, # distance, weight_init_func, reducer, embedding_regularizer, weight_regularizer (and their *_reg_weight)
                 ):
         super().__init__(num_classes, embedding_size, m1=1.0, m2=math.radians(margin), m3=0.0, scale=scale, **kwargs)
         self.margin = margin
@@ -168,7 +173,7 @@ class CosFaceLoss(CombinedMarginLoss):
                  embedding_size:int, # dimension of the embeddings
                  margin:float=0.35, # cosine margin m
                  scale:float=64, # logit scale s
-                 **kwargs, # distance, weight_init_func
+                 **kwargs, # distance, weight_init_func, reducer, embedding_regularizer, weight_regularizer (and their *_reg_weight)
                 ):
         super().__init__(num_classes, embedding_size, m1=1.0, m2=0.0, m3=margin, scale=scale, **kwargs)
         self.margin = margin
@@ -184,7 +189,7 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
                  margin:float=28.6, # angular margin in degrees
                  scale:float=64, # logit scale s
                  sub_centers:int=3, # weight vectors per class (K)
-                 **kwargs, # distance, weight_init_func
+                 **kwargs, # distance, weight_init_func, reducer, embedding_regularizer, weight_regularizer (and their *_reg_weight)
                 ):
         if sub_centers < 1: raise ValueError(f"sub_centers must be >= 1, got {sub_centers}")
         self.sub_centers = sub_centers
@@ -230,7 +235,7 @@ class ElasticArcFaceLoss(CombinedMarginLoss):
                  margin:float=0.5, # mean angular margin m, in radians
                  std:float=0.05, # standard deviation sigma of the margin
                  scale:float=64, # logit scale s
-                 **kwargs, # distance, weight_init_func
+                 **kwargs, # distance, weight_init_func, reducer, embedding_regularizer, weight_regularizer (and their *_reg_weight)
                 ):
         if std < 0: raise ValueError(f"std must be >= 0, got {std}")
         self.std = std
@@ -265,7 +270,7 @@ class CurricularFaceLoss(CombinedMarginLoss):
                  margin:float=0.5, # angular margin m, in radians
                  scale:float=64, # logit scale s
                  t_momentum:float=0.99, # momentum of the moving average t of the target cosine
-                 **kwargs, # distance, weight_init_func
+                 **kwargs, # distance, weight_init_func, reducer, embedding_regularizer, weight_regularizer (and their *_reg_weight)
                 ):
         if not 0 <= t_momentum <= 1: raise ValueError(f"t_momentum must be in [0, 1], got {t_momentum}")
         self.t_momentum = t_momentum
@@ -291,7 +296,7 @@ class AdaFaceLoss(CombinedMarginLoss):
                  scale:float=64, # logit scale s
                  t_alpha:float=0.01, # weight of the current batch in the running norm statistics
                  eps:float=1e-3, # keeps angles inside (0, pi) and the standardisation finite
-                 **kwargs, # distance, weight_init_func
+                 **kwargs, # distance, weight_init_func, reducer, embedding_regularizer, weight_regularizer (and their *_reg_weight)
                 ):
         self.h, self.t_alpha, self.eps = h, t_alpha, eps
         super().__init__(num_classes, embedding_size, m1=1.0, m2=margin, m3=0.0, scale=scale, **kwargs)
@@ -323,7 +328,7 @@ class AdaCosLoss(LargeMarginSoftmaxLoss):
                  num_classes:int, # number of training classes (>= 2)
                  embedding_size:int, # dimension of the embeddings
                  dynamic:bool=True, # re-estimate the scale from each training batch; False keeps sqrt(2)*log(C-1)
-                 **kwargs, # distance, weight_init_func
+                 **kwargs, # distance, weight_init_func, reducer, embedding_regularizer, weight_regularizer (and their *_reg_weight)
                 ):
         if num_classes < 2: raise ValueError(f"AdaCos needs at least 2 classes, got {num_classes}")
         self.dynamic = dynamic

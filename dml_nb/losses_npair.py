@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import BaseDistance, LpDistance, CosineSimilarity, DotProductSimilarity, pos_neg_masks, convert_to_pairs, convert_to_weights
-from .losses_base import MetricLoss, mean_reduce, avg_non_zero_reduce, zero_loss
+from .losses_base import MetricLoss, mean_reduce, avg_non_zero_reduce, zero_loss, sub_loss, no_loss, AvgNonZeroReducer
 from .losses_pair import pair_masks
 
 # %% auto #0
@@ -70,7 +70,7 @@ class NPairsLoss(MetricLoss):
         if len(anchors) == 0: return zero_loss(embeddings)
         logits = _scores(self.distance(embeddings[anchors], embeddings[positives]), self.distance)
         targets = torch.arange(len(anchors), device=embeddings.device)  # anchor i's positive is column i
-        return mean_reduce(F.cross_entropy(logits, targets, reduction="none"), embeddings)
+        return {"loss": sub_loss(F.cross_entropy(logits, targets, reduction="none"), anchors)}  # one term per anchor
 
 # %% ../nbs/03b_losses_npair.ipynb #339e02fd
 def _check_temperature(value, name="temperature"):
@@ -84,9 +84,10 @@ class NTXentLoss(MetricLoss):
     def __init__(self,
                  temperature:float=0.07, # tau: divides the similarities; lower is sharper
                  distance:BaseDistance|None=None, # default CosineSimilarity()
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
         _check_temperature(temperature)
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
         self.temperature = temperature
     def default_distance(self): return CosineSimilarity()
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
@@ -96,7 +97,7 @@ class NTXentLoss(MetricLoss):
         logits = _scores(mat, self.distance) / self.temperature
         neg_lse = anchor_logsumexp(logits[a2, n], a2, len(embeddings))
         # -log(e^pos / (e^pos + sum e^neg)) = log(1 + e^(lse(neg) - pos))
-        return mean_reduce(F.softplus(neg_lse[a1] - logits[a1, p]), embeddings)
+        return {"loss": sub_loss(F.softplus(neg_lse[a1] - logits[a1, p]), (a1, p), "pos_pair")}  # one term per positive pair
 
 # %% ../nbs/03b_losses_npair.ipynb #e8697b3d
 class SupConLoss(MetricLoss):
@@ -105,9 +106,10 @@ class SupConLoss(MetricLoss):
     def __init__(self,
                  temperature:float=0.1, # tau: divides the similarities
                  distance:BaseDistance|None=None, # default CosineSimilarity()
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
         _check_temperature(temperature)
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
         self.temperature = temperature
     def default_distance(self): return CosineSimilarity()
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
@@ -123,7 +125,8 @@ class SupConLoss(MetricLoss):
         log_prob = logits - torch.where(keep.any(1, keepdim=True), denominator, 0.)
         num_pos = pos_mask.sum(1)
         losses = -(log_prob * pos_mask).sum(1) / (num_pos + torch.finfo(logits.dtype).tiny)
-        return avg_non_zero_reduce(losses, embeddings)
+        return {"loss": sub_loss(losses)}  # one term per anchor, by default averaged over the non-zero ones (PML's AvgNonZeroReducer)
+    def default_reducer(self): return AvgNonZeroReducer()
 
 
 # %% ../nbs/03b_losses_npair.ipynb #c431d8c0
@@ -132,9 +135,10 @@ class NCALoss(MetricLoss):
     def __init__(self,
                  softmax_scale:float=1, # multiplies the (negated squared) distances before the softmax
                  distance:BaseDistance|None=None, # default LpDistance(power=2): squared Euclidean
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
         _check_temperature(softmax_scale, "softmax_scale")
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
         self.softmax_scale = softmax_scale
     def default_distance(self): return LpDistance(power=2)
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
@@ -152,7 +156,7 @@ class NCALoss(MetricLoss):
         log_p_i = anchor_logsumexp(log_p[anchors, positives], anchors, len(embeddings))
         has_pos = torch.zeros_like(weights, dtype=torch.bool).index_fill_(0, anchors, True)
         # a sample with no same-class neighbour has p_i = 0: it is left out, as in PML
-        return mean_reduce(-log_p_i[has_pos] * weights[has_pos], embeddings)
+        return {"loss": sub_loss(-log_p_i[has_pos] * weights[has_pos], lambda: has_pos.nonzero().squeeze(1))}
 
 # %% ../nbs/03b_losses_npair.ipynb #a7174b0d
 class AngularLoss(MetricLoss):
@@ -160,8 +164,9 @@ class AngularLoss(MetricLoss):
     def __init__(self,
                  alpha:float=40, # the angle bound alpha, in degrees
                  distance:BaseDistance|None=None, # must be LpDistance(p=2, power=1, normalize_embeddings=True) (the default)
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
         d = self.distance
         if not (isinstance(d, LpDistance) and d.p == 2 and d.power == 1 and d.normalize_embeddings):
             raise ValueError("AngularLoss needs distance=LpDistance(p=2, power=1, normalize_embeddings=True)")
@@ -183,7 +188,7 @@ class AngularLoss(MetricLoss):
         negatives = labels[a1].unsqueeze(1) != ref_labels.unsqueeze(0)
         # log(1 + sum_n e^f) over the negatives of each pair's class; 0 when there are none
         lse = torch.logsumexp(f.masked_fill(~negatives, torch.finfo(f.dtype).min), dim=1)
-        return mean_reduce(F.softplus(lse), embeddings)
+        return {"loss": sub_loss(F.softplus(lse), (a1, p), "pos_pair")}  # one term per positive pair
 
 # %% ../nbs/03b_losses_npair.ipynb #6f43b8a7
 class TupletMarginLoss(MetricLoss):
@@ -193,8 +198,9 @@ class TupletMarginLoss(MetricLoss):
                  margin:float=5.73, # the angular margin beta, in degrees
                  scale:float=64, # s: multiplies the cosines
                  distance:BaseDistance|None=None, # must be CosineSimilarity (the default)
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
         if not isinstance(self.distance, CosineSimilarity): raise ValueError("TupletMarginLoss needs distance=CosineSimilarity()")
         self.margin, self.scale = margin, scale
     def default_distance(self): return CosineSimilarity()
@@ -206,4 +212,4 @@ class TupletMarginLoss(MetricLoss):
         pos_logits = self.scale * torch.cos(pos_angles - math.radians(self.margin))
         neg_lse = anchor_logsumexp(self.scale * cosine[a2, n], a2, len(embeddings))
         # log(1 + sum_n e^(s cos_an - s cos(theta_ap - beta)))
-        return mean_reduce(F.softplus(neg_lse[a1] - pos_logits), embeddings)
+        return {"loss": sub_loss(F.softplus(neg_lse[a1] - pos_logits), (a1, p), "pos_pair")}  # one term per positive pair

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .core import BaseDistance, LpDistance, CosineSimilarity, SNRDistance, pos_neg_masks, convert_to_pairs, convert_to_triplets
-from .losses_base import MetricLoss, mean_reduce, avg_non_zero_reduce, zero_loss
+from .losses_base import MetricLoss, mean_reduce, avg_non_zero_reduce, zero_loss, sub_loss, no_loss, AvgNonZeroReducer, DivisorReducer
 
 # %% auto #0
 __all__ = ['masked_logsumexp', 'pair_masks', 'GenericPairLoss', 'ContrastiveLoss', 'TripletMarginLoss', 'MarginLoss',
@@ -61,7 +61,7 @@ class GenericPairLoss(MetricLoss):
         # all pairs: the whole matrix with the masks (elementwise, cheaper than gathering a million entries)
         if indices_tuple is None: return self.pair_loss(mat, mat, embeddings, pos_mask, neg_mask)
         a1, p, a2, n = pairs  # pairs listed several times (e.g. from triplets) count several times, as in PML
-        return self.pair_loss(mat[a1, p], mat[a2, n], embeddings)
+        return self.pair_loss(mat[a1, p], mat[a2, n], embeddings, pairs=pairs)
 
     def pair_loss(self,
                   pos_dists:torch.Tensor, # distances of the positive pairs, or the whole matrix with pos_mask
@@ -69,11 +69,12 @@ class GenericPairLoss(MetricLoss):
                   embeddings:torch.Tensor, # the batch, for a zero loss with a gradient
                   pos_mask:torch.Tensor|None=None, # which entries of pos_dists are positive pairs; None: all
                   neg_mask:torch.Tensor|None=None, # which entries of neg_dists are negative pairs; None: all
-                 ) -> torch.Tensor:
-        "The loss from the distances of the positive pairs and of the negative pairs (pair-based losses)."
+                  pairs:tuple|None=None, # (a1, p, a2, n): the pairs whose distances these are (when not masks)
+                 ) -> dict:
+        "The loss dictionary from the distances of the positive pairs and of the negative pairs (pair-based losses)."
         raise NotImplementedError
-    def mat_loss(self, mat:torch.Tensor, pos_mask:torch.Tensor, neg_mask:torch.Tensor, embeddings:torch.Tensor) -> torch.Tensor:
-        "The loss from the (n, m) distance matrix and the masks of positive and negative pairs (matrix-based losses)."
+    def mat_loss(self, mat:torch.Tensor, pos_mask:torch.Tensor, neg_mask:torch.Tensor, embeddings:torch.Tensor) -> dict:
+        "The loss dictionary from the (n, m) distance matrix and the masks of positive and negative pairs (matrix-based losses): one term per row."
         raise NotImplementedError
 
 # %% ../nbs/03a_losses_pair.ipynb #c7ac480e
@@ -83,21 +84,21 @@ class ContrastiveLoss(GenericPairLoss):
                  pos_margin:float=0., # positive pairs closer than this cost nothing
                  neg_margin:float=1., # negative pairs farther than this cost nothing
                  distance:BaseDistance|None=None, # default LpDistance(): Euclidean distance of L2-normalised embeddings
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
         self.pos_margin, self.neg_margin = pos_margin, neg_margin
 
-    def pair_loss(self, pos_dists, neg_dists, embeddings, pos_mask=None, neg_mask=None):
+    def default_reducer(self): return AvgNonZeroReducer()  # PML's
+    def pair_loss(self, pos_dists, neg_dists, embeddings, pos_mask=None, neg_mask=None, pairs=None):
         pos_losses = F.relu(self.distance.margin(pos_dists, self.pos_margin))
         neg_losses = F.relu(self.distance.margin(self.neg_margin, neg_dists))
-        if pos_mask is not None: pos_losses, neg_losses = pos_losses * pos_mask, neg_losses * neg_mask
-        # positive and negative pairs are averaged separately (each over its non-zero losses), then added
-        return _avg_non_zero(pos_losses, embeddings) + _avg_non_zero(neg_losses, embeddings)
-
-def _avg_non_zero(losses:torch.Tensor, embeddings:torch.Tensor) -> torch.Tensor:
-    "`avg_non_zero_reduce` for non-negative `losses` of any shape, as sum / count: no gathering of the non-zero entries."
-    count = (losses > 0).sum()
-    return losses.sum() / count if count > 0 else zero_loss(embeddings)
+        # two sub-losses, reduced separately (by default each averaged over its non-zero pairs), then added;
+        # all pairs: the whole matrices with their masks, reduced as sum / count without listing the pairs
+        if pos_mask is not None:
+            return {"pos_loss": sub_loss(pos_losses, None, "pos_pair", mask=pos_mask), "neg_loss": sub_loss(neg_losses, None, "neg_pair", mask=neg_mask)}
+        a1, p, a2, n = pairs
+        return {"pos_loss": sub_loss(pos_losses, (a1, p), "pos_pair"), "neg_loss": sub_loss(neg_losses, (a2, n), "neg_pair")}
 
 # %% ../nbs/03a_losses_pair.ipynb #06390003
 def _check_triplets_per_anchor(triplets_per_anchor):
@@ -115,22 +116,24 @@ class TripletMarginLoss(MetricLoss):
                  smooth_loss:bool=False, # softplus instead of the hinge (the soft margin of Hermans et al. 2017)
                  triplets_per_anchor:int|str|None="all", # without a miner: "all" triplets, or this many random ones per anchor
                  distance:BaseDistance|None=None, # default LpDistance()
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
         _check_triplets_per_anchor(triplets_per_anchor)
         self.margin, self.swap, self.smooth_loss, self.triplets_per_anchor = margin, swap, smooth_loss, triplets_per_anchor
 
+    def default_reducer(self): return AvgNonZeroReducer()  # PML's
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        if indices_tuple is None and self.triplets_per_anchor == "all" and not (self.swap or self.smooth_loss):
-            return self.all_triplets_loss(embeddings, labels, ref_emb, ref_labels)
-        anchors, positives, negatives = convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor)
-        if len(anchors) == 0: return zero_loss(embeddings)
+        if indices_tuple is None and self.triplets_per_anchor == "all" and not (self.swap or self.smooth_loss) and type(self.reducer) is AvgNonZeroReducer:
+            return self.all_triplets_loss(embeddings, labels, ref_emb, ref_labels)  # the default reducer's value, without listing triplets
+        anchors, positives, negatives = triplets = convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor)
+        if len(anchors) == 0: return {"loss": no_loss()}
         mat = self.distance_matrix(embeddings, ref_emb)
         ap_dists, an_dists = mat[anchors, positives], mat[anchors, negatives]
         if self.swap: an_dists = self.distance.smallest_dist(an_dists, mat[positives, negatives])
         violations = self.distance.margin(ap_dists, an_dists) + self.margin
-        if self.smooth_loss: return mean_reduce(F.softplus(violations), embeddings)  # never exactly 0, so every triplet counts
-        return avg_non_zero_reduce(F.relu(violations), embeddings)
+        # softplus is never exactly 0, so with the smooth loss every triplet counts
+        return {"loss": sub_loss(F.softplus(violations) if self.smooth_loss else F.relu(violations), triplets, "triplet")}
 
 # %% ../nbs/03a_losses_pair.ipynb #7507e9f5
 @patch
@@ -161,8 +164,9 @@ class MarginLoss(MetricLoss):
                  learn_beta:bool=False, # make beta a learnable parameter
                  num_classes:int|None=None, # one beta per class (indexed by the anchor's label); None for a single beta
                  distance:BaseDistance|None=None, # default LpDistance()
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
         _check_triplets_per_anchor(triplets_per_anchor)
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1): raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
         self.margin, self.nu, self.learn_beta, self.num_classes, self.triplets_per_anchor = margin, nu, learn_beta, num_classes, triplets_per_anchor
@@ -182,17 +186,28 @@ class MarginLoss(MetricLoss):
 # %% ../nbs/03a_losses_pair.ipynb #069ad2aa
 @patch
 def compute_loss(self:MarginLoss, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-    if indices_tuple is None and self.triplets_per_anchor == "all": return self.all_triplets_loss(embeddings, labels, ref_emb, ref_labels)
-    anchors, positives, negatives = convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor)
-    if len(anchors) == 0: return zero_loss(embeddings)
+    if indices_tuple is None and self.triplets_per_anchor == "all" and type(self.reducer) is DivisorReducer:
+        return self.all_triplets_loss(embeddings, labels, ref_emb, ref_labels)  # the default reducer's value, without listing triplets
+    anchors, positives, negatives = triplets = convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor)
+    if len(anchors) == 0: return {"margin_loss": no_loss(), "beta_reg_loss": no_loss()}
     beta = self.anchor_beta(labels, anchors)
     mat = self.distance_matrix(embeddings, ref_emb)
     pos_losses = F.relu(self.distance.margin(mat[anchors, positives], beta) + self.margin)
     neg_losses = F.relu(self.distance.margin(beta, mat[anchors, negatives]) + self.margin)
-    # PML's DivisorReducer: the sum over triplets divided by the number of active (non-zero) pair terms
+    # PML's default DivisorReducer: the sum over triplets divided by the number of active (non-zero) pair terms
     divisor = (pos_losses > 0).sum() + (neg_losses > 0).sum()
-    loss = (pos_losses + neg_losses).sum() / divisor if divisor > 0 else zero_loss(embeddings)
-    return loss + self.beta_regularization(beta, divisor, embeddings)
+    return {"margin_loss": sub_loss(pos_losses + neg_losses, triplets, "triplet", divisor=divisor),
+            "beta_reg_loss": self.beta_reg_sub_loss(beta, anchors, divisor)}
+
+@patch
+def default_reducer(self:MarginLoss): return DivisorReducer()  # PML's
+
+@patch
+def beta_reg_sub_loss(self:MarginLoss, beta:torch.Tensor, anchors:torch.Tensor, divisor:torch.Tensor) -> dict:
+    "PML's `beta_reg_loss`: nu * beta, as is for one beta, per anchor (divided like the loss) for one beta per class."
+    if not self.learn_beta: return no_loss()
+    if len(self.beta) == 1: return sub_loss(beta * self.nu, None, "already_reduced")
+    return sub_loss(beta * self.nu, anchors, "element", divisor=divisor)
 
 # %% ../nbs/03a_losses_pair.ipynb #2b99b25a
 @patch
@@ -230,8 +245,9 @@ class MultiSimilarityLoss(GenericPairLoss):
                  beta:float=50, # sharpness of the negative term
                  base:float=0.5, # the similarity threshold lambda that both terms are measured from
                  distance:BaseDistance|None=None, # default CosineSimilarity()
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
         if alpha <= 0 or beta <= 0: raise ValueError(f"alpha and beta must be positive, got {alpha}, {beta}")
         self.alpha, self.beta, self.base = alpha, beta, base
 
@@ -241,7 +257,7 @@ class MultiSimilarityLoss(GenericPairLoss):
         neg_exp = self.distance.margin(self.base, mat)  # S - base, the negative's excess
         pos_loss = masked_logsumexp(self.alpha * pos_exp, pos_mask, add_one=True) / self.alpha
         neg_loss = masked_logsumexp(self.beta * neg_exp, neg_mask, add_one=True) / self.beta
-        return mean_reduce(pos_loss + neg_loss, embeddings)  # mean over all anchors, those without pairs count 0
+        return {"loss": sub_loss(pos_loss + neg_loss)}  # one term per anchor (by default the mean: those without pairs count 0)
 
 # %% ../nbs/03a_losses_pair.ipynb #c565f447
 class GeneralizedLiftedStructureLoss(GenericPairLoss):
@@ -251,14 +267,15 @@ class GeneralizedLiftedStructureLoss(GenericPairLoss):
                  neg_margin:float=1, # negatives farther than this contribute little
                  pos_margin:float=0, # positives closer than this contribute little
                  distance:BaseDistance|None=None, # default LpDistance()
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
         self.neg_margin, self.pos_margin = neg_margin, pos_margin
 
     def mat_loss(self, mat, pos_mask, neg_mask, embeddings):
         pos_loss = masked_logsumexp(self.distance.margin(mat, self.pos_margin), pos_mask)
         neg_loss = masked_logsumexp(self.distance.margin(self.neg_margin, mat), neg_mask)
-        return mean_reduce(F.relu(pos_loss + neg_loss), embeddings)
+        return {"loss": sub_loss(F.relu(pos_loss + neg_loss))}  # one term per anchor
 
 # %% ../nbs/03a_losses_pair.ipynb #1c1e8747
 class CircleLoss(GenericPairLoss):
@@ -268,13 +285,15 @@ class CircleLoss(GenericPairLoss):
                  m:float=0.4, # relaxation: sets the optima 1 + m, -m and the margins 1 - m, m
                  gamma:float=80, # scale of the similarities
                  distance:BaseDistance|None=None, # must be CosineSimilarity() (the default)
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
         if not isinstance(self.distance, CosineSimilarity): raise ValueError(f"CircleLoss needs distance=CosineSimilarity(), got {type(self.distance).__name__}")
         self.m, self.gamma = m, gamma
         self.op, self.on, self.delta_p, self.delta_n = 1 + m, -m, 1 - m, m  # optima O_p, O_n and margins (eq. 8's settings)
 
     def default_distance(self): return CosineSimilarity()
+    def default_reducer(self): return AvgNonZeroReducer()  # PML's
     def mat_loss(self, mat, pos_mask, neg_mask, embeddings):
         # the weights alpha_p, alpha_n are detached: they scale the gradient, they are not optimised (as in the paper)
         alpha_p, alpha_n = F.relu(self.op - mat.detach()), F.relu(mat.detach() - self.on)
@@ -282,7 +301,7 @@ class CircleLoss(GenericPairLoss):
                              torch.where(neg_mask, self.gamma * alpha_n * (mat - self.delta_n), torch.zeros_like(mat)))
         losses = F.softplus(masked_logsumexp(logits, pos_mask) + masked_logsumexp(logits, neg_mask))
         losses = losses * (pos_mask.any(1) & neg_mask.any(1))  # an anchor needs a positive and a negative
-        return avg_non_zero_reduce(losses, embeddings)
+        return {"loss": sub_loss(losses)}  # one term per anchor, by default averaged over the non-zero ones
 
 # %% ../nbs/03a_losses_pair.ipynb #e8797253
 class SignalToNoiseRatioContrastiveLoss(ContrastiveLoss):
@@ -291,7 +310,8 @@ class SignalToNoiseRatioContrastiveLoss(ContrastiveLoss):
                  pos_margin:float=0., # positive pairs with an SNR distance below this cost nothing
                  neg_margin:float=1., # negative pairs with an SNR distance above this cost nothing
                  distance:BaseDistance|None=None, # must be SNRDistance() (the default)
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
-        super().__init__(pos_margin, neg_margin, distance)
+        super().__init__(pos_margin, neg_margin, distance, **kwargs)
         if not isinstance(self.distance, SNRDistance): raise ValueError(f"SignalToNoiseRatioContrastiveLoss needs distance=SNRDistance(), got {type(self.distance).__name__}")
     def default_distance(self): return SNRDistance()

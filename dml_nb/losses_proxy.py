@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import BaseDistance, LpDistance, CosineSimilarity, DotProductSimilarity, convert_to_weights
-from .losses_base import MetricLoss, mean_reduce, zero_loss
+from .losses_base import MetricLoss, mean_reduce, zero_loss, sub_loss, DivisorReducer
 from .losses_margin_softmax import LargeMarginSoftmaxLoss
 from .losses_pair import masked_logsumexp
 
@@ -25,8 +25,12 @@ class _ProxyLoss(MetricLoss):
                  num_classes:int, # number of training classes
                  embedding_size:int, # dimension of the embeddings
                  distance:BaseDistance|None=None, # how embeddings are compared with the class vectors; None for the loss's default
+                 weight_regularizer=None, # a penalty on the class vectors (`regularized_weights`), e.g. RegularFaceRegularizer()
+                 weight_reg_weight:float=1, # its weight
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight= as in PML (see MetricLoss)
                 ):
-        super().__init__(distance)
+        super().__init__(distance, **kwargs)
+        self._init_weight_regularizer(weight_regularizer, weight_reg_weight)
         if num_classes < 1 or embedding_size < 1: raise ValueError(f"num_classes and embedding_size must be positive, got {num_classes}, {embedding_size}")
         self.num_classes, self.embedding_size = num_classes, embedding_size
 
@@ -54,8 +58,9 @@ class ProxyNCALoss(_ProxyLoss):
                  softmax_scale:float=1, # s: multiplies the negated distances before the softmax
                  distance:BaseDistance|None=None, # default LpDistance(power=2): squared distance of normalised vectors
                  weight_init_func=None, # initialiser of proxies; default nn.init.normal_, as PML
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight=, weight_regularizer=, weight_reg_weight= as in PML
                 ):
-        super().__init__(num_classes, embedding_size, distance)
+        super().__init__(num_classes, embedding_size, distance, **kwargs)
         self.softmax_scale = softmax_scale
         self.proxies = nn.Parameter(torch.empty(num_classes, embedding_size))
         (weight_init_func or nn.init.normal_)(self.proxies)
@@ -72,7 +77,8 @@ class ProxyNCALoss(_ProxyLoss):
         weights = convert_to_weights(anchors_of(indices_tuple), labels)
         log_prob = F.log_softmax(self.softmax_scale * self.class_scores(embeddings), dim=1)
         losses = -log_prob.gather(1, labels.unsqueeze(1)).squeeze(1)
-        return mean_reduce(losses * weights, embeddings)
+        return {"loss": sub_loss(losses * weights)}  # one term per sample
+    def regularized_weights(self): return self.proxies
 
 # %% ../nbs/03e_losses_proxy.ipynb #2f7e2738
 def anchors_of(indices_tuple:tuple|None, # None, (a, p, n) or (a1, p, a2, n)
@@ -91,8 +97,9 @@ class ProxyAnchorLoss(_ProxyLoss):
                  alpha:float=32, # scale: the larger, the more the hardest samples dominate
                  distance:BaseDistance|None=None, # default CosineSimilarity()
                  weight_init_func=None, # initialiser of proxies; default Kaiming normal with mode="fan_out", as PML
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight=, weight_regularizer=, weight_reg_weight= as in PML
                 ):
-        super().__init__(num_classes, embedding_size, distance)
+        super().__init__(num_classes, embedding_size, distance, **kwargs)
         self.margin, self.alpha = margin, alpha
         self.proxies = nn.Parameter(torch.empty(num_classes, embedding_size))
         (weight_init_func or (lambda w: nn.init.kaiming_normal_(w, mode="fan_out")))(self.proxies)
@@ -109,7 +116,10 @@ class ProxyAnchorLoss(_ProxyLoss):
         neg_terms = masked_logsumexp((self.alpha * self.distance.margin(-self.margin, sims) + log_weights).T, ~pos_mask.T, add_one=True)
         n_pos_proxies = pos_mask.any(0).sum()  # |P+|
         if n_pos_proxies == 0: return zero_loss(embeddings)  # an empty batch
-        return pos_terms.sum() / n_pos_proxies + neg_terms.sum() / self.num_classes
+        # one term per proxy; PML's default DivisorReducer divides by |P+| and by all proxies, as eq. 4
+        return {"pos_loss": sub_loss(pos_terms, None, divisor=n_pos_proxies), "neg_loss": sub_loss(neg_terms, None, divisor=self.num_classes)}
+    def default_reducer(self): return DivisorReducer()
+    def regularized_weights(self): return self.proxies
 
 # %% ../nbs/03e_losses_proxy.ipynb #84b94fa0
 class SoftTripleLoss(_ProxyLoss):
@@ -123,8 +133,9 @@ class SoftTripleLoss(_ProxyLoss):
                  margin:float=0.01, # delta: subtracted from the target class's similarity
                  distance:BaseDistance|None=None, # a similarity; default CosineSimilarity()
                  weight_init_func=None, # initialiser of fc; default Kaiming uniform with a=sqrt(5), as PML
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight=, weight_regularizer=, weight_reg_weight= as in PML
                 ):
-        super().__init__(num_classes, embedding_size, distance)
+        super().__init__(num_classes, embedding_size, distance, **kwargs)
         if not self.distance.is_inverted: raise ValueError(f"SoftTripleLoss needs a similarity (e.g. CosineSimilarity), got the distance {type(self.distance).__name__}")
         if centers_per_class < 1: raise ValueError(f"centers_per_class must be >= 1, got {centers_per_class}")
         self.centers_per_class, self.la, self.gamma, self.margin = centers_per_class, la, gamma, margin
@@ -143,7 +154,8 @@ class SoftTripleLoss(_ProxyLoss):
         weights = convert_to_weights(indices_tuple, labels)
         margins = F.one_hot(labels, self.num_classes) * self.margin
         losses = F.cross_entropy(self.la * (self.class_scores(embeddings) - margins), labels, reduction="none")
-        return mean_reduce(losses * weights, embeddings)
+        return {"loss": sub_loss(losses * weights)}  # one term per sample
+    def regularized_weights(self): return self.fc.t()  # one row per centre, as PML
 
 # %% ../nbs/03e_losses_proxy.ipynb #55d4633b
 class NormalizedSoftmaxLoss(_ProxyLoss):
@@ -154,8 +166,9 @@ class NormalizedSoftmaxLoss(_ProxyLoss):
                  temperature:float=0.05, # sigma: the logits are similarities / temperature
                  distance:BaseDistance|None=None, # default DotProductSimilarity() (of normalised embeddings)
                  weight_init_func=None, # initialiser of W; default nn.init.normal_, as PML
+                 **kwargs, # reducer=, embedding_regularizer=, embedding_reg_weight=, weight_regularizer=, weight_reg_weight= as in PML
                 ):
-        super().__init__(num_classes, embedding_size, distance)
+        super().__init__(num_classes, embedding_size, distance, **kwargs)
         self.temperature = temperature
         self.W = nn.Parameter(torch.empty(embedding_size, num_classes))
         (weight_init_func or nn.init.normal_)(self.W)
@@ -171,4 +184,5 @@ class NormalizedSoftmaxLoss(_ProxyLoss):
         self.check_batch(embeddings, labels, ref_emb)
         weights = convert_to_weights(indices_tuple, labels)
         losses = F.cross_entropy(self.class_scores(embeddings), labels, reduction="none")
-        return mean_reduce(losses * weights, embeddings)
+        return {"loss": sub_loss(losses * weights)}  # one term per sample
+    def regularized_weights(self): return self.W.t()

@@ -17,10 +17,11 @@ from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_s
 from .core import as_embeddings, as_labels, numba_without_openmp
 
 # %% auto #0
-__all__ = ['RAW_PIXELS_SIDE', 'knn_search', 'cluster_labels', 'clustering_scores', 'metric_names', 'retrieval_metrics',
-           'per_class_metrics', 'knn_predict', 'majority_vote', 'knn_accuracy', 'one_shot_episodes',
-           'one_shot_accuracy', 'mean_ci', 'one_shot_report', 'metric_label', 'metrics_table', 'embed_with_baselines',
-           'baseline_report', 'baseline_verdict']
+__all__ = ['REFERENCE_SETS', 'RAW_PIXELS_SIDE', 'knn_search', 'cluster_labels', 'clustering_scores', 'metric_names',
+           'retrieval_metrics', 'per_class_metrics', 'retrieval_metrics_by_parent', 'prepare_split_embeddings',
+           'split_metrics', 'knn_predict', 'majority_vote', 'knn_accuracy', 'one_shot_episodes', 'one_shot_accuracy',
+           'mean_ci', 'one_shot_report', 'metric_label', 'metrics_table', 'embed_with_baselines', 'baseline_report',
+           'baseline_verdict']
 
 # %% ../nbs/07_metrics.ipynb #1e9b52d7
 _BLOCK = 4096  # faiss's own query block in knn_L2sqr (distance_compute_blas_query_bs): same blocks, same bits
@@ -581,6 +582,124 @@ def per_class_metrics(query:torch.Tensor|np.ndarray, # (n, d) query embeddings, 
     frame = pd.DataFrame({n: (sums[n][seen] / counts[seen]).numpy() for n in names}, index=pd.Index(index, name="label"))
     return frame.assign(queries=counts[seen].numpy().astype(int))
 
+# %% ../nbs/07_metrics.ipynb #9a57d800
+def _take(values, mask:np.ndarray):
+    "The rows of a tensor or array where `mask` (numpy bool) holds."
+    return values[torch.from_numpy(np.array(mask, dtype=bool))] if torch.is_tensor(values) else np.asarray(values)[mask]
+
+def _as_parents(parents, n:int, name:str) -> np.ndarray:
+    "`parents` as a 1-D numpy array of n parent labels (integers or text)."
+    parents = parents.cpu().numpy() if torch.is_tensor(parents) else np.asarray(parents)
+    if parents.shape != (n,): raise ValueError(f"{name} must hold one parent per row, shape ({n},), got {parents.shape}")
+    return parents
+
+def retrieval_metrics_by_parent(query:torch.Tensor|np.ndarray, # (n, d) query embeddings, tensor or array
+                                query_labels:torch.Tensor|np.ndarray, # (n,) labels of the queries (the character, the product)
+                                query_parents:torch.Tensor|np.ndarray, # (n,) parent label of each query (the alphabet, the category)
+                                reference:torch.Tensor|np.ndarray|None=None, # (m, d) reference embeddings; None: leave-one-out inside each parent's queries
+                                reference_labels:torch.Tensor|np.ndarray|None=None, # (m,) labels of the references
+                                reference_parents:torch.Tensor|np.ndarray|None=None, # (m,) parent label of each reference
+                                ks:tuple=(1, 2, 4, 8), # the k of each recall@k; () for none
+                                include:list|tuple|None=None, # keys to compute (see metric_names); None means all
+                               ) -> dict:
+    "`retrieval_metrics` of each parent's queries among the references of the same parent (PML's `WithSameParentLabelTester`): each metric's mean over parents, and `per_parent`, one row per parent."
+    if (reference is None) != (reference_parents is None): raise ValueError("give reference_parents with reference, or neither")
+    query_parents = _as_parents(query_parents, len(query), "query_parents")
+    if reference is not None: reference_parents = _as_parents(reference_parents, len(reference), "reference_parents")
+    rows, sizes = {}, {}
+    for parent in np.unique(query_parents):
+        in_query = query_parents == parent
+        refs = ()
+        if reference is not None:
+            in_reference = reference_parents == parent
+            if not in_reference.any(): raise ValueError(f"parent {parent.item()!r} has queries but no reference of its own to search")
+            refs = (_take(reference, in_reference), _take(reference_labels, in_reference))
+        rows[parent] = retrieval_metrics(_take(query, in_query), _take(query_labels, in_query), *refs, ks=ks, include=include)
+        sizes[parent] = int(in_query.sum())
+    per_parent = pd.DataFrame.from_dict(rows, orient="index").rename_axis("parent").assign(queries=pd.Series(sizes))
+    return {**per_parent.drop(columns="queries").mean(skipna=False).to_dict(), "per_parent": per_parent}
+
+# %% ../nbs/07_metrics.ipynb #2b8308ff
+REFERENCE_SETS = ("compared_to_self", "compared_to_sets_combined", "compared_to_training_set")  # PML's testers' reference_set names
+
+def _retrieval_metrics_of_first(embeddings:torch.Tensor|np.ndarray, # (m, d) the query split first, then the other references
+                                labels:torch.Tensor|np.ndarray, # (m,) their labels
+                                n_queries:int, # the first n_queries rows are the queries
+                                ks:tuple=(1, 2, 4, 8), include:list|tuple|None=None,
+                               ) -> dict:
+    "`retrieval_metrics` of the first `n_queries` rows searched against all rows, each leaving itself out (PML's `ref_includes_query`)."
+    ks = _check_ks(ks)
+    names = metric_names(ks, include)
+    device = embeddings.device if torch.is_tensor(embeddings) else torch.device("cpu")
+    embeddings, labels, _, _, _ = _checked_inputs(embeddings, labels, None, None)
+    retrieval, clustering = [n for n in names if n not in _CLUSTERING], [n for n in names if n in _CLUSTERING]
+    classes, ids, _, r = _class_ids(labels, None)
+    r = r.clone(); r[n_queries:] = 0  # the other splits' rows are references only: not searched, not counted
+    _warn_if_trivial(len(classes), r[:n_queries], ids[:n_queries], retrieval, clustering)
+    blocks = _per_query_blocks(embeddings, None, ids, ids, r, ks, retrieval, device) if retrieval else []
+    sums, counts = _sums_per_class(blocks, ids, r, len(classes), retrieval)
+    out = {**_mean_over_queries(sums, counts),
+           **_clustering_of_queries(embeddings[:n_queries], labels[:n_queries], ids[:n_queries], clustering)}
+    return {n: out[n] for n in names}
+
+# %% ../nbs/07_metrics.ipynb #78d7abe0
+def prepare_split_embeddings(embeddings:torch.Tensor|np.ndarray, # (n, d) the embeddings of one split
+                             normalize_embeddings:bool=True, # scale each row to unit length (after the PCA)
+                             pca:int|None=None, # project on the split's first `pca` principal components, after standardising it; None: no PCA
+                            ) -> torch.Tensor:
+    "PML's `BaseTester.maybe_normalize` of one split: standardise and PCA (fit on this split), then L2-normalise; float32 on the CPU."
+    embeddings = as_embeddings(embeddings, "embeddings").float().cpu()
+    if pca:
+        if not 1 <= int(pca) <= embeddings.shape[1]: raise ValueError(f"pca must be between 1 and the embedding size {embeddings.shape[1]}, got {pca}")
+        if len(embeddings) < 2: raise ValueError("pca needs at least 2 embeddings in a split to fit")
+        std = embeddings.std(0)
+        std = torch.where(std > 0, std, 1.0)  # a constant dimension is only centred (PML divides by its zero std: NaN)
+        standard = np.ascontiguousarray(((embeddings - embeddings.mean(0)) / std).numpy())
+        matrix = faiss.PCAMatrix(embeddings.shape[1], int(pca))
+        matrix.train(standard)
+        embeddings = torch.from_numpy(matrix.apply_py(standard))
+    return F.normalize(embeddings, dim=1) if normalize_embeddings else embeddings
+
+# %% ../nbs/07_metrics.ipynb #8dd3af83
+def _reference_splits(query_split:str, names:list, reference_set:str, training_split:str) -> list:
+    "The splits `query_split` is searched against, the query split first when it is one of them (where PML puts it)."
+    if reference_set == "compared_to_self": return [query_split]
+    if reference_set == "compared_to_sets_combined": return [query_split] + [n for n in names if n != query_split]
+    return [training_split]
+
+def split_metrics(splits:dict, # split name -> (embeddings, labels), e.g. {"train": (x, y), "test": (x2, y2)}
+                  reference_set:str="compared_to_self", # compared_to_self, compared_to_sets_combined or compared_to_training_set (PML's names)
+                  query_splits:list|tuple|None=None, # the splits to score; None: every split
+                  training_split:str="train", # the split compared_to_training_set searches
+                  normalize_embeddings:bool=True, # L2-normalise each split's embeddings before the search (PML's default)
+                  pca:int|None=None, # reduce each split to this many principal components first (fit on that split, as PML); None: no PCA
+                  ks:tuple=(1, 2, 4, 8), # the k of each recall@k; () for none
+                  include:list|tuple|None=None, # keys to compute (see metric_names); None means all
+                 ) -> dict:
+    "Each query split's `retrieval_metrics` against its reference set, as PML's `GlobalEmbeddingSpaceTester` computes them, keys named `{metric}_{split}`."
+    if reference_set not in REFERENCE_SETS: raise ValueError(f"unknown reference_set {reference_set!r}: use one of {', '.join(REFERENCE_SETS)}")
+    if not splits: raise ValueError("splits is empty: give at least one split name -> (embeddings, labels)")
+    names = list(splits)
+    query_splits = names if query_splits is None else list(query_splits)
+    unknown = sorted(set(query_splits) - set(names))
+    if unknown: raise ValueError(f"query_splits {unknown} are not in splits ({', '.join(names)})")
+    if reference_set == "compared_to_training_set" and training_split not in splits:
+        raise ValueError(f"compared_to_training_set needs the training split {training_split!r} in splits ({', '.join(names)})")
+    prepared = {name: (prepare_split_embeddings(x, normalize_embeddings, pca), y) for name, (x, y) in splits.items()}
+    out = {}
+    for split in query_splits:
+        references = _reference_splits(split, names, reference_set, training_split)
+        query, query_labels = prepared[split]
+        if references == [split]: values = retrieval_metrics(query, query_labels, ks=ks, include=include)
+        elif split in references:  # the query split first, each query leaving itself out
+            values = _retrieval_metrics_of_first(torch.cat([prepared[n][0] for n in references]),
+                                                 np.concatenate([np.asarray(prepared[n][1]) for n in references]), len(query), ks, include)
+        else:
+            values = retrieval_metrics(query, query_labels, torch.cat([prepared[n][0] for n in references]),
+                                       np.concatenate([np.asarray(prepared[n][1]) for n in references]), ks=ks, include=include)
+        out.update({f"{name}_{split}": v for name, v in values.items()})
+    return out
+
 # %% ../nbs/07_metrics.ipynb #0dc5992f
 def knn_predict(query:torch.Tensor|np.ndarray, # (n, d) query embeddings
                 reference:torch.Tensor|np.ndarray, # (m, d) reference embeddings
@@ -767,11 +886,18 @@ def baseline_report(embeddings:dict, # row name -> (n, d) embeddings of the same
                     n_ways:tuple=(5, 20), # the one-shot tasks
                     episodes:int=400, # episodes per task
                     seed:int=0, # seed of the episodes (the same episodes for every row)
+                    query_mask=None, # (n,) True for the query images, False for the gallery: query/gallery retrieval; None: leave-one-out
                    ) -> dict:
-    "Each row's leave-one-out retrieval metrics and, given `drawers`, its n-way one-shot accuracies with 95% intervals."
+    "Each row's retrieval metrics (leave-one-out, or queries against the gallery) and, given `drawers`, its n-way one-shot accuracies with 95% intervals."
+    labels = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
+    if query_mask is not None:
+        query_mask = np.asarray(query_mask, dtype=bool)
+        if query_mask.shape != labels.shape: raise ValueError(f"query_mask must hold one flag per image, shape {labels.shape}, got {query_mask.shape}")
+        if query_mask.all() or not query_mask.any(): raise ValueError("query_mask must mark some images as queries and some as the gallery")
     rows = {}
     for name, vectors in embeddings.items():
-        rows[name] = retrieval_metrics(vectors, labels, ks=tuple(ks))
+        rows[name] = (retrieval_metrics(vectors, labels, ks=tuple(ks)) if query_mask is None else
+                      retrieval_metrics(_take(vectors, query_mask), labels[query_mask], _take(vectors, ~query_mask), labels[~query_mask], ks=tuple(ks)))
         if drawers is not None:
             groups_ = np.zeros(len(labels), int) if groups is None else groups
             rows[name].update(one_shot_report(vectors, labels, groups_, drawers, n_ways=tuple(n_ways), n_episodes=episodes, seed=seed))

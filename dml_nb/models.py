@@ -17,8 +17,9 @@ from .core import l2_normalize
 # %% auto #0
 __all__ = ['POOLS', 'BUILTIN_ARCHS', 'OPEN_CLIP_PREFIX', 'HF_HUB_PREFIX', 'GeM', 'create_pool', 'pooled_width', 'L2Norm',
            'conv_block', 'ConvNet', 'shifted_views', 'Embedder', 'create_backbone', 'create_embedder',
-           'embedder_from_config', 'OpenClipVisual', 'open_clip_backbone', 'embedder_splitter', 'freeze_bn_stats',
-           'EmbedderWithClassifier', 'embeddings_of', 'MetricModel']
+           'embedder_from_config', 'ConvNetStages', 'TimmStages', 'CascadedEmbedder', 'cascaded_embedder',
+           'OpenClipVisual', 'open_clip_backbone', 'embedder_splitter', 'freeze_bn_stats', 'EmbedderWithClassifier',
+           'embeddings_of', 'MetricModel']
 
 # %% ../nbs/06_models.ipynb #9c4e65e4
 class GeM(nn.Module):
@@ -255,12 +256,16 @@ def create_embedder(arch:str, # a built-in net ("convnet4", "convnet2"), any tim
                     num_classes:int|None=None, # add a classifier head with this many classes (see EmbedderWithClassifier)
                     freeze_bn:bool=False, # keep the backbone's BatchNorm statistics fixed in training
                     tta_shift:int=0, # in eval mode, average the embeddings over copies shifted by this many pixels (see Embedder)
+                    cascade:int|None=None, # a CascadedEmbedder: this many embedders on the last feature maps of the backbone, embed_dim split between them
                     **timm_kwargs, # passed to timm.create_model (e.g. drop_path_rate, img_size), or to open_clip.create_model (e.g. force_image_size)
                    ) -> nn.Module:
-    "An `Embedder` mapping images (n, n_in, H, W) to (n, embed_dim), or an `EmbedderWithClassifier` when `num_classes` is given."
+    "An `Embedder` (a `CascadedEmbedder` with `cascade`) mapping images (n, n_in, H, W) to (n, embed_dim), or an `EmbedderWithClassifier` when `num_classes` is given."
     create_pool(pool); _check_head_args(embed_dim, neck, dropout, tta_shift)  # the cheap arguments, before building a large backbone
     if isinstance(arch, str) and arch.startswith(OPEN_CLIP_PREFIX) and pool not in ("avg", "max"):
         raise ValueError(f"an OpenCLIP backbone gives one pooled image embedding per image (a 1x1 map): use pool='avg' or 'max' (they keep it as it is), got {pool!r}")
+    if cascade is not None:
+        model = cascaded_embedder(arch, cascade, embed_dim, pretrained, n_in, pool, normalize, neck, dropout, freeze_bn, tta_shift, **timm_kwargs)
+        return model if num_classes is None else EmbedderWithClassifier(model, num_classes)
     backbone = create_backbone(arch, pretrained, n_in, **timm_kwargs)
     fmt = getattr(backbone, "output_fmt", "NCHW")
     model = Embedder(backbone, backbone.num_features, embed_dim=embed_dim, pool=pool, neck=neck, normalize=normalize,
@@ -278,6 +283,113 @@ def embedder_from_config(config:dict, # model.config of a model made by create_e
     "Rebuild the (untrained) model that `create_embedder` made with `config`."
     if "arch" not in config: raise ValueError(f"config must come from create_embedder (model.config): no 'arch' in {sorted(config)}")
     return create_embedder(**{**config, "pretrained": pretrained})
+
+# %% ../nbs/06_models.ipynb #170a99be
+class ConvNetStages(nn.Module):
+    "A `ConvNet` that returns the feature maps of its last `n_stages` blocks, shallow to deep."
+    def __init__(self,
+                 net:ConvNet, # the built-in net
+                 n_stages:int, # how many of its last blocks' outputs to return
+                ):
+        super().__init__()
+        if not 1 <= n_stages <= len(net): raise ValueError(f"cascade={n_stages} needs as many blocks, and this net has {len(net)}")
+        self.net, self.n_stages = net, n_stages
+        self.widths = [net.num_features] * n_stages
+
+    def forward(self, x:torch.Tensor) -> list[torch.Tensor]:
+        maps = []
+        for block in self.net:
+            x = block(x)
+            maps.append(x)
+        return maps[-self.n_stages:]
+
+class TimmStages(nn.Module):
+    "A timm `features_only` model that returns its last `n_stages` feature maps, shallow to deep."
+    def __init__(self,
+                 net:nn.Module, # timm.create_model(..., features_only=True)
+                 n_stages:int, # how many of its last feature maps to return
+                ):
+        super().__init__()
+        widths = net.feature_info.channels()
+        if not 1 <= n_stages <= len(widths): raise ValueError(f"cascade={n_stages} needs as many feature maps, and this timm model has {len(widths)}")
+        self.net, self.n_stages, self.widths = net, n_stages, widths[-n_stages:]
+
+    def forward(self, x:torch.Tensor) -> list[torch.Tensor]: return list(self.net(x))[-self.n_stages:]
+
+# %% ../nbs/06_models.ipynb #7f66460b
+class CascadedEmbedder(nn.Module):
+    "Embedders on feature maps of increasing depth of one backbone (HDC): images -> the concatenation of the stages' embeddings."
+    def __init__(self,
+                 backbone:nn.Module, # maps images to a list of feature maps (n, C_s, h_s, w_s), shallow to deep, with a `widths` attribute
+                 embedding_sizes:list, # embedding size of each stage (None: the pooled features themselves)
+                 pool:str="avg", # global pooling of every stage (see create_pool)
+                 neck:str|None="bn", # "bn" for BatchNorm1d after each stage's linear layer, None for none
+                 normalize:bool=True, # L2-normalise each stage's embedding (and, in eval mode, their concatenation)
+                 dropout:float=0., # dropout before each stage's linear layer
+                 n_in:int=3, # input channels, checked on every call
+                 freeze_bn:bool=False, # keep the backbone's BatchNorm statistics fixed in training
+                ):
+        super().__init__()
+        if len(embedding_sizes) != len(backbone.widths):
+            raise ValueError(f"{len(embedding_sizes)} embedding sizes for {len(backbone.widths)} feature maps")
+        self.backbone, self.n_in, self.normalize, self.freeze_bn = backbone, n_in, normalize, freeze_bn
+        # each stage is an Embedder whose "backbone" is the identity: its input is the stage's feature map
+        self.stages = nn.ModuleList(Embedder(nn.Identity(), width, embed_dim=size, pool=pool, neck=neck, normalize=normalize,
+                                             dropout=dropout, n_in=width) for width, size in zip(backbone.widths, embedding_sizes))
+        self.embedding_sizes = [stage.embed_dim for stage in self.stages]
+        self.embed_dim = sum(self.embedding_sizes)
+        self.norm = L2Norm() if normalize else nn.Identity()  # a module, which the exports replace by their own normalisation
+        self.config = {}  # filled by `create_embedder`
+
+    def stage_embeddings(self, x:torch.Tensor) -> list[torch.Tensor]:
+        "The embedding of every stage, shallow to deep: a list of (n, embedding_sizes[s])."
+        if x.ndim != 4 or x.shape[1] != self.n_in: raise ValueError(f"expected images of shape (n, {self.n_in}, H, W), got {tuple(x.shape)}")
+        return [stage(fmap) for stage, fmap in zip(self.stages, self.backbone(x))]
+
+    def forward(self, x:torch.Tensor) -> torch.Tensor:
+        "Training: the stages' embeddings side by side; eval: the same, L2-normalised as a whole (with `normalize`)."
+        embeddings = torch.cat(self.stage_embeddings(x), dim=1)
+        return embeddings if self.training else self.norm(embeddings)
+
+    def train(self, mode:bool=True):
+        "Set training mode; with `freeze_bn`, the backbone's BatchNorm layers stay in eval mode."
+        super().train(mode)
+        if mode and self.freeze_bn: _set_bn_eval(self.backbone)
+        return self
+
+    def splitter(self, model:nn.Module|None=None) -> list:
+        "fastai parameter groups [backbone, stage heads]."
+        model = self if model is None else model
+        return [params(model.backbone), params(model.stages)]
+
+# %% ../nbs/06_models.ipynb #d82c1752
+def _split_embed_dim(embed_dim:int|None, n_stages:int) -> list:
+    "`embed_dim` split into `n_stages` sizes differing by at most one, the larger ones deepest; None for each stage's pooled width."
+    if embed_dim is None: return [None] * n_stages
+    if embed_dim < n_stages: raise ValueError(f"embed_dim={embed_dim} cannot be split between cascade={n_stages} stages")
+    base, extra = divmod(embed_dim, n_stages)
+    return [base + (s >= n_stages - extra) for s in range(n_stages)]
+
+def cascaded_embedder(arch:str, # a built-in net or a timm model name
+                      cascade:int, # number of stages, >= 2
+                      embed_dim:int|None=128, # total embedding size, split between the stages; None for the pooled features of each
+                      pretrained:bool|str=False, # as in create_embedder
+                      n_in:int=3, pool:str="avg", normalize:bool=True, neck:str|None="bn", dropout:float=0., freeze_bn:bool=False, # as in create_embedder
+                      tta_shift:int=0, # must be 0: test-time shifts are not available for a cascade
+                      **timm_kwargs, # passed to timm.create_model
+                     ) -> CascadedEmbedder:
+    "The `CascadedEmbedder` that `create_embedder(..., cascade=cascade)` returns, with its config."
+    if isinstance(cascade, bool) or not isinstance(cascade, int) or cascade < 2:
+        raise ValueError(f"cascade must be an integer >= 2 (the number of stages), got {cascade!r}")
+    if tta_shift: raise ValueError("tta_shift is not available with cascade")
+    if isinstance(arch, str) and arch.startswith(OPEN_CLIP_PREFIX): raise ValueError(f"cascade needs a built-in net or a timm model, got {arch!r}")
+    sizes = _split_embed_dim(embed_dim, cascade)
+    if arch in BUILTIN_ARCHS: backbone = ConvNetStages(create_backbone(arch, pretrained, n_in, **timm_kwargs), cascade)
+    else: backbone = TimmStages(create_backbone(arch, pretrained, n_in, features_only=True, **timm_kwargs), cascade)
+    model = CascadedEmbedder(backbone, sizes, pool=pool, neck=neck, normalize=normalize, dropout=dropout, n_in=n_in, freeze_bn=freeze_bn)
+    model.config = dict(arch=arch, embed_dim=embed_dim, pretrained=str(pretrained) if isinstance(pretrained, Path) else pretrained,
+                        n_in=n_in, pool=pool, normalize=normalize, neck=neck, dropout=dropout, freeze_bn=freeze_bn, **timm_kwargs, cascade=cascade)
+    return model
 
 # %% ../nbs/06_models.ipynb #c2c31742
 class OpenClipVisual(nn.Module):

@@ -17,21 +17,23 @@ from fastai.callback.tracker import SaveModelCallback
 from fastcore.script import Param
 from .core import seed_everything, get_device
 from .images import check_images
-from .data import DATA_PRESETS, DMLDataLoaders, data_config, data_items, hold_out, rotated_classes, split_by_group
+from .data import DATA_PRESETS, DMLDataLoaders, class_folder_items, csv_items, data_config, data_items, hold_out, rotated_classes, split_by_group
 from .files import atomic_folder, atomic_torch_save, atomic_write_bytes, atomic_write_json, check_out_folder
 from .losses import create_loss
 from .miners import create_miner
 from .models import create_embedder, embedder_from_config
 from .learner import CheckpointCallback, EpochTable, load_checkpoint, metric_learner
+from .training_methods import TRAINING_METHODS_NETWORKS, TrainingMethod, classifier_learner
+from .training_views import TRAINING_METHODS_VIEWS, with_streams
 from .metrics import baseline_report, baseline_verdict, embed_with_baselines, metrics_table
 from .inference import load_embedder, model_fingerprint, save_run
 from .index import KINDS, index_embeddings, load_index
 from .vis import plot_embedding_map, retrieval_grid_from_embeddings
 
 # %% auto #0
-__all__ = ['DIGITS_HELD_OUT', 'TRAIN_DEFAULTS', 'OptionError', 'parse_kwargs', 'build_metric_loss', 'default_run_dir',
-           'DivergenceGuard', 'train_run', 'evaluate_run', 'evaluation_report', 'index_run', 'query_run',
-           'query_report']
+__all__ = ['TRAINING_METHODS', 'DIGITS_HELD_OUT', 'TRAIN_DEFAULTS', 'OptionError', 'parse_kwargs', 'build_metric_loss',
+           'training_method', 'method_arguments', 'default_run_dir', 'DivergenceGuard', 'train_run', 'evaluate_run',
+           'evaluation_report', 'index_run', 'query_run', 'query_report']
 
 # %% ../nbs/13_pipeline.ipynb #df7cbbf3
 class OptionError(ValueError):
@@ -82,6 +84,39 @@ def build_metric_loss(loss:str, # a loss name, e.g. "multi_similarity", "arcface
         raise OptionError(f"--loss {loss} with --loss_args {loss_args!r} and --miner {miner} with --miner_args {miner_args!r} "
                           f"fails on a test batch: {' '.join(str(err).split())}") from None
     return loss_func, miner_module
+
+# %% ../nbs/13_pipeline.ipynb #697760d7
+TRAINING_METHODS = {  # name -> TrainingMethod(learner factory, description, DataLoaders factory or None, create_embedder arguments)
+    "metric_loss_only": TrainingMethod(metric_learner, "the metric loss on each batch, with the miner if any (PML's MetricLossOnly)"),
+    "train_with_classifier": TrainingMethod(classifier_learner, "the metric loss plus a cross-entropy classifier head on the embeddings (PML's TrainWithClassifier)",
+                                            model_args=lambda dls: dict(num_classes=dls.n_train_classes)),
+    **TRAINING_METHODS_NETWORKS, **TRAINING_METHODS_VIEWS}
+
+def training_method(name:str, # a key of TRAINING_METHODS ("-" and case ignored)
+                   ) -> TrainingMethod:
+    "The training method called `name`; an unknown name is an `OptionError` listing them all."
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in TRAINING_METHODS:
+        raise OptionError(f"unknown --method {name!r}; the training methods are: " + "; ".join(f"{k} ({m.description})" for k, m in TRAINING_METHODS.items()))
+    return TRAINING_METHODS[key]
+
+_LEARNER_OWN = ("dls", "model", "loss_func", "miner", "kwargs", "cbs", "loss_lr_mult", "tensorboard", "path", "model_dir")  # filled by the pipeline, not by --method_args
+
+def method_arguments(name:str, # the method
+                     method_args:str|dict|None=None, # its options as key=value pairs (see parse_kwargs)
+                     dls=None, # the training DataLoaders, for options that depend on them (a classifier's classes)
+                    ) -> tuple:
+    "`(create_embedder arguments, learner arguments)` of a method: its defaults, overridden by `method_args`; an unknown key is an `OptionError`."
+    method, given = training_method(name), parse_kwargs(method_args, "--method_args")
+    model_keys = set(method.model_keys)  # create_embedder arguments the method lets a user set
+    learner_keys = [p for p in inspect.signature(method.learner).parameters if p not in _LEARNER_OWN]
+    unknown = sorted(set(given) - model_keys - set(learner_keys))
+    if unknown:
+        raise OptionError(f"--method_args {', '.join(unknown)}: not an option of --method {name}; its options are: "
+                          + (", ".join(learner_keys + sorted(model_keys)) or "none"))
+    model = dict(method.model_args(dls)) if method.model_args is not None and dls is not None else {}
+    model.update({k: v for k, v in given.items() if k in model_keys})
+    return model, {**method.learner_args, **{k: v for k, v in given.items() if k not in model_keys}}
 
 # %% ../nbs/13_pipeline.ipynb #02c3458b
 DIGITS_HELD_OUT = "3,5,8,9"  # the default unseen classes of `data="digits"`: the four most alike digits
@@ -157,7 +192,7 @@ def _training_items(items, rotation_classes:bool):
     return items[items["split"] != "test"], items[items["split"] == "test"].reset_index(drop=True)
 
 # %% ../nbs/13_pipeline.ipynb #a6031c40
-def _describe(dls, source, test_items, has_test, rotation_classes, arch, loss_func, miner, epochs, lr, device) -> str:
+def _describe(dls, source, test_items, has_test, rotation_classes, arch, loss_func, miner, epochs, lr, device, method="metric_loss_only") -> str:
     vocab = [str(o) for o in dls.vocab]
     drawn = len({name.split("@")[0] for name in vocab[:dls.n_train_classes]}) if rotation_classes else dls.n_train_classes
     test_classes = sorted(test_items["label"].astype(str).unique())
@@ -166,7 +201,7 @@ def _describe(dls, source, test_items, has_test, rotation_classes, arch, loss_fu
             + (f"{len(vocab) - dls.n_train_classes} validation classes ({len(dls.valid_ds)} images) to pick the best epoch, "
                f"{len(test_classes)} test classes ({len(test_items)} images)" if has_test else
                f"{len(test_classes)} unseen validation classes ({len(test_items)} images{': ' + ', '.join(test_classes) if len(test_classes) <= 10 else ''})"))
-    model = (f"model: {arch}; loss: {type(loss_func).__name__}{'; miner: ' + type(miner).__name__ if miner is not None else ''}; "
+    model = (f"model: {arch}; method: {method}; loss: {type(loss_func).__name__}{'; miner: ' + type(miner).__name__ if miner is not None else ''}; "
              f"{epochs} epoch(s) at lr {lr:g} on {device}")
     return f"{data}\n{model}"
 
@@ -211,7 +246,13 @@ def _report(models:dict, dls, test_items, bs:int, n_way, episodes:int, seed:int)
     "`(embeddings, rows)`: each model's and the raw pixels' embeddings of the test images, and their metrics."
     labels = pd.factorize(test_items["label"].astype(str))[0]
     embeddings = embed_with_baselines(models, dls.test_dl(test_items, with_labels=False, bs=max(bs, 64)))
-    return embeddings, _baseline_rows(embeddings, labels, test_items, n_ways=n_way, episodes=episodes, seed=seed)
+    return embeddings, _baseline_rows(embeddings, labels, test_items, n_ways=n_way, episodes=episodes, seed=seed, query_mask=_query_mask(test_items))
+
+def _scored_roles(test_items, dls, drawer_pattern):
+    "The test rows with each one's role where the protocol has roles: a two-stream run's queries are its anchor stream, the rest its gallery."
+    if not getattr(dls, "dml_config", {}).get("two_stream"): return test_items
+    anchors = with_streams(test_items, drawer_pattern)["stream"].astype(str) == str(dls.streams[0])
+    return test_items.assign(split=np.where(anchors, "query", "gallery"))
 
 def _save_plots(folder, embeddings, test_items, seed):
     "umap.png and retrieval.png of the test classes' embeddings."
@@ -270,9 +311,9 @@ def _save(folder, out, model, dls, options, source, loss_func, miner, test_items
     test_classes = sorted(test_items["label"].astype(str).unique())
     save_run(folder, model, dls.dml_config, extra=dict(
         options=options, source=source, train_classes=vocab[:dls.n_train_classes], valid_classes=vocab[dls.n_train_classes:],
-        test_classes=test_classes, loss=type(loss_func).__name__, miner=type(miner).__name__ if miner is not None else None))
+        test_classes=test_classes, method=options["method"], loss=type(loss_func).__name__, miner=type(miner).__name__ if miner is not None else None))
     atomic_write_json(folder / "metrics.json", dict(
-        protocol=protocol, classes=test_classes, n_images=len(test_items), best_epoch=best_epoch, verdict=verdict,
+        protocol=protocol, method=options["method"], classes=test_classes, n_images=len(test_items), best_epoch=best_epoch, verdict=verdict,
         raw_pixels=rows["raw pixels"], untrained=rows["untrained"], trained=rows["trained"], seconds=round(time.time() - start, 1)))
     if plots: _save_plots(folder, embeddings, test_items, seed)
     index = index_embeddings(embeddings.numpy(), test_items["label"].astype(str).tolist(), test_items["path"].tolist(),
@@ -288,6 +329,8 @@ def train_run(data:str="omniglot", # omniglot (its minimal background sets ship 
               embed_dim:int=64, # embedding size
               pretrained:bool=False, # start from timm's pretrained weights (downloaded, or from the Hugging Face cache)
               tta_shift:int=0, # test-time augmentation: evaluate the mean embedding of each image and its copies shifted by this many pixels
+              method:str="metric_loss_only", # the training method: metric_loss_only, train_with_classifier, cascaded, adversarial, unsupervised or two_stream
+              method_args:str=None, # the method's options as key=value pairs, e.g. "n_views=3", "cascade=2,filter_percentage=0.3"
               loss:str="multi_similarity", # a loss of dml_nb.losses, e.g. multi_similarity, triplet_margin, contrastive, proxy_anchor, arc_face
               loss_args:str=None, # the loss's hyperparameters as key=value pairs, e.g. "margin=0.2,scale=32"
               miner:str=None, # a miner of dml_nb.miners, e.g. multi_similarity, batch_hard, or none (default: multi_similarity for omniglot, else none)
@@ -329,6 +372,7 @@ def train_run(data:str="omniglot", # omniglot (its minimal background sets ship 
     protect = [o.data] if Path(str(o.data)).expanduser().is_dir() else []
     out = Path(o.out) if o.resume else check_out_folder(o.out or default_run_dir(o.data), o.overwrite, "run.json", protect)  # before any slow work
     build_metric_loss(o.loss, o.loss_args, o.miner, o.miner_args, embedding_size=o.embed_dim)
+    method_arguments(o.method, o.method_args)
     augmentation, preset = parse_kwargs(o.aug_args, "--aug_args"), o.preset or DATA_PRESETS.get(str(o.data), "photo")
     try: data_config(preset, size=o.size, **augmentation)
     except ValueError as err: raise OptionError(f"--preset {preset} --size {o.size} --aug_args {o.aug_args!r}: {err}") from None
@@ -355,39 +399,53 @@ def _train(o, options, out, work, protect, device, preset, augmentation, start) 
         items, source = data_items(o.data, o.data_root, o.drawer_pattern)
         items, held_out = _split(items, source, o.valid_classes, o.valid_groups, o.test_groups)
         items, test_items = _training_items(items, o.rotation_classes)
-        dls = DMLDataLoaders.from_items(items, valid_pct=o.valid_pct, seed=o.seed, preset=preset, augmentation=augmentation,
-                                        size=o.size, bs=o.bs, m_per_class=o.m_per_class or None, batches_by_group=o.batches_by_group,
-                                        num_workers=o.workers, device=device, source_name=source)
+        method = training_method(o.method)
+        if method.dataloaders is None:
+            dls = DMLDataLoaders.from_items(items, valid_pct=o.valid_pct, seed=o.seed, preset=preset, augmentation=augmentation,
+                                            size=o.size, bs=o.bs, m_per_class=o.m_per_class or None, batches_by_group=o.batches_by_group,
+                                            num_workers=o.workers, device=device, source_name=source)
+        else:
+            try: dls = method.dataloaders(items, drawer_pattern=o.drawer_pattern, valid_pct=o.valid_pct, seed=o.seed, preset=preset,
+                                          augmentation=augmentation, size=o.size, bs=o.bs, num_workers=o.workers, device=device, source_name=source)
+            except ValueError as err: raise OptionError(f"--method {o.method} on --data {o.data}: {err}") from None
         has_test = test_items is not None
-        test_items = test_items if has_test else dls.valid_ds.items.reset_index(drop=True)
+        if not has_test:  # the unseen validation classes are the test: all their images (a two-stream run validates on one stream's)
+            test_items = (dls.items[dls.items["split"] != "train"] if method.dataloaders is not None else dls.valid_ds.items).reset_index(drop=True)
         split = _split_record(dls, test_items, has_test)
         if o.resume: _check_split(json.loads((work / "split.json").read_text()), split, out)
         else: atomic_write_json(work / "split.json", split)
         seed_everything(o.seed)
-        model = create_embedder(o.arch, embed_dim=o.embed_dim, pretrained=o.pretrained, n_in=dls.dml_config["n_in"], tta_shift=o.tta_shift)
+        model_args, learner_args = method_arguments(o.method, o.method_args, dls)
+        try: model = create_embedder(o.arch, embed_dim=o.embed_dim, pretrained=o.pretrained, n_in=dls.dml_config["n_in"], tta_shift=o.tta_shift, **model_args)
+        except ValueError as err: raise OptionError(f"--method {o.method} with --arch {o.arch}: {err}") from None
         untrained = copy.deepcopy(model).to(device)  # the same initial weights, kept for the report
         loss_func, miner = build_metric_loss(o.loss, o.loss_args, o.miner, o.miner_args, dls.n_train_classes, model.embed_dim, check=False)
         guard = DivergenceGuard(o.lr)
-        learn = metric_learner(dls, model, loss_func, miner=miner, loss_lr_mult=o.loss_lr_mult, path=work, model_dir=".", cbs=[guard],
-                               tensorboard=(work / "tensorboard").resolve() if o.tensorboard else None)
+        if o.method == "unsupervised" and any(True for _ in loss_func.parameters()):
+            raise OptionError(f"--method unsupervised has no classes to learn weights for: --loss {o.loss} has class weights or proxies; use a pair loss (ntxent, supcon, multi_similarity, ...)")
+        try: learn = method.learner(dls, model, loss_func, miner=miner, loss_lr_mult=o.loss_lr_mult, path=work, model_dir=".", cbs=[guard],
+                                    tensorboard=(work / "tensorboard").resolve() if o.tensorboard else None, **learner_args)
+        except (TypeError, ValueError) as err: raise OptionError(f"--method {o.method} --method_args {o.method_args!r}: {err}") from None
         if o.fp16: learn.to_fp16()
         if o.bf16: learn.to_bf16()
         print(_describe(dls, source, test_items, has_test, o.rotation_classes, f"{o.arch}, {model.embed_dim}-d embeddings",
-                        loss_func, miner, o.epochs, o.lr, device))
+                        loss_func, miner, o.epochs, o.lr, device, o.method))
         if o.resume: print(f"resuming {out} after epoch {load_checkpoint(work / 'checkpoint.pth')['epoch']}")
         best_epoch = _fit(learn, o.epochs, o.lr, guard, pick_best=has_test, resume=bool(o.resume))
         shutil.copy(work / "history.csv", folder / "history.csv")
         atomic_write_json(folder / "split.json", split)
         if (work / "tensorboard").is_dir(): shutil.copytree(work / "tensorboard", folder / "tensorboard")
+        test_items = _scored_roles(test_items, dls, o.drawer_pattern)
         embeddings, rows = _report({"untrained": untrained, "trained": model}, dls, test_items, o.bs, o.n_way, o.episodes, o.seed)
         n_test = test_items["label"].nunique()
         where = f"{n_test} test classes" if has_test else f"{n_test} unseen validation classes"
-        print(f"\nscored on {where} ({len(test_items)} images) {held_out}: leave-one-out retrieval"
+        retrieval = _protocol(_query_mask(test_items), len(test_items))
+        print(f"\nscored on {where} ({len(test_items)} images) {held_out}: {retrieval}"
               + (f"; one-shot: {o.episodes} episodes per task, mean ± 95% interval" if "drawer" in test_items else ""))
         verdict = baseline_verdict(rows)
         print(metrics_table(rows)); print(verdict)
         if best_epoch is not None: print(f"weights of epoch {best_epoch}, the best by validation MAP@R")
-        protocol = (f"leave-one-out retrieval on {where} {held_out}"
+        protocol = (f"{retrieval} on {where} {held_out}"
                     + (f"; {'/'.join(map(str, o.n_way))}-way one-shot episodes within a group, {o.episodes} each" if "drawer" in test_items else ""))
         _save(folder, out, model, dls, options, source, loss_func, miner, test_items, rows, verdict, protocol, best_epoch,
               embeddings["trained"], o.plots, start)
@@ -408,6 +466,45 @@ def _warn_training_classes(names, info:dict):
     if seen: warnings.warn(f"{len(seen)} of the {len(set(names))} classes scored are training classes of this run (e.g. {seen[0]!r}): "
                            "their metrics do not measure how the model does on new classes")
 
+def _role_items(path:str, role:str) -> pd.DataFrame:
+    "The images of `--query` or `--gallery`: a folder of class folders or a CSV of path,label rows (a class may have one image here)."
+    where = Path(str(path)).expanduser()
+    if not where.exists(): raise OptionError(f"--{role} {path}: no such folder or CSV file")
+    if where.is_file():
+        if where.suffix.lower() != ".csv": raise OptionError(f"--{role} {path} is a file but not a .csv file: give a folder of class folders or a CSV of path,label rows")
+        items = csv_items(where)
+        check_images(items["path"])
+    else: items = class_folder_items(where, min_per_class=1)  # one query of a class is the usual case
+    if items.empty: raise OptionError(f"--{role} {path} lists no images")
+    return items[["path", "label"]].assign(label=items["label"].astype(str), split=role)
+
+def _query_gallery_items(query:str, gallery:str) -> pd.DataFrame:
+    "The query images then the gallery images (`split` says which), checked: they must share classes."
+    items = pd.concat([_role_items(query, "query"), _role_items(gallery, "gallery")], ignore_index=True)
+    query_classes, gallery_classes = (set(items.loc[items.split == role, "label"]) for role in ("query", "gallery"))
+    if not query_classes & gallery_classes:
+        raise OptionError(f"--query and --gallery share no class (query: {', '.join(sorted(query_classes)[:5])}...; gallery: "
+                          f"{', '.join(sorted(gallery_classes)[:5])}...): every query would have nothing to find")
+    both = set(items.loc[items.split == "query", "path"]) & set(items.loc[items.split == "gallery", "path"])
+    if both: warnings.warn(f"{len(both)} images are both queries and gallery images (e.g. {sorted(both)[0]}): each finds itself first")
+    return items
+
+def _query_mask(items) -> np.ndarray|None:
+    "True for the query rows and False for the gallery rows when `items`'s split names both roles (In-Shop, --query/--gallery); None for leave-one-out."
+    roles = set(items["split"]) if "split" in items else set()
+    if not {"query", "gallery"} <= roles: return None
+    if roles - {"query", "gallery"}: raise OptionError(f"the images to score mix query/gallery with other splits ({', '.join(sorted(roles))})")
+    is_query = (items["split"] == "query").to_numpy()
+    lacking = sorted(set(items.loc[is_query, "label"].astype(str)) - set(items.loc[~is_query, "label"].astype(str)))
+    if lacking: warnings.warn(f"the queries of {len(lacking)} classes (e.g. {lacking[0]!r}) have no gallery image of their class: "
+                              "they have nothing to find and are left out of the metrics")
+    return is_query
+
+def _protocol(is_query:np.ndarray|None, n_images:int) -> str:
+    "The retrieval protocol in words, as the report and the JSON name it."
+    if is_query is None: return f"leave-one-out retrieval among {n_images} images"
+    return f"query/gallery retrieval, {int(is_query.sum())} queries against {int((~is_query).sum())} gallery images"
+
 # %% ../nbs/13_pipeline.ipynb #20ab2630
 def evaluate_run(run_dir:str, # a run folder written by dml_train
                  data:str=None, # the images to score: a folder of class folders, digits, omniglot or a benchmark (default: the run's own data, its held-out classes)
@@ -419,18 +516,27 @@ def evaluate_run(run_dir:str, # a run folder written by dml_train
                  k:Param("the k of recall@k, one or more", int, nargs="+")=(1, 2, 4, 8), # the k of recall@k
                  bs:int=64, # images per batch
                  device:str=None, # cpu, cuda, cuda:1 or mps (default: the best available)
+                 query:str=None, # query images, a folder of class folders or a CSV of path,label rows: searched among --gallery's (instead of --data)
+                 gallery:str=None, # gallery images, a folder of class folders or a CSV of path,label rows (with --query)
                 ) -> dict:
-    "Score a run's model on a folder of class folders (retrieval, and one-shot episodes when files name their drawer) beside raw pixels and the untrained network."
+    "Score a run's model on a folder of class folders, a benchmark or query/gallery sets (retrieval, and one-shot episodes when files name their drawer) beside raw pixels and the untrained network."
     _check_episodes(n_way, episodes)
+    if (query is None) != (gallery is None): raise OptionError("give both --query and --gallery (the queries are searched among the gallery images), or neither")
+    if query is not None and (data is not None or data_root is not None or drawer_pattern is not None):
+        raise OptionError("--query/--gallery replace --data: give one or the other (--data_root and --drawer_pattern go with --data)")
     embedder = load_embedder(run_dir, device)
     options = embedder.info.get("options") or {}
-    own_data = data is None or (str(data) == str(options.get("data")) and data_root == options.get("data_root"))
-    if data is None:
-        if not options.get("data"): raise OptionError("--data is required: this run folder does not record the data it was trained on")
-        data, data_root, drawer_pattern = options["data"], options.get("data_root"), drawer_pattern or options.get("drawer_pattern")
-    items, source = data_items(data, data_root, drawer_pattern)
-    items, scored = _scored_items(items, embedder.info, own_data)
+    if query is not None:
+        items, scored, data = _query_gallery_items(query, gallery), "the --query and --gallery images", f"{query} vs {gallery}"
+    else:
+        own_data = data is None or (str(data) == str(options.get("data")) and data_root == options.get("data_root"))
+        if data is None:
+            if not options.get("data"): raise OptionError("--data is required: this run folder does not record the data it was trained on")
+            data, data_root, drawer_pattern = options["data"], options.get("data_root"), drawer_pattern or options.get("drawer_pattern")
+        items, source = data_items(data, data_root, drawer_pattern)
+        items, scored = _scored_items(items, embedder.info, own_data)
     items = items.reset_index(drop=True)
+    is_query = _query_mask(items)
     names = items["label"].astype(str).to_numpy()
     _warn_training_classes(names, embedder.info)
     seed_everything(options.get("seed", 0))  # the run's initial weights, as dml_train drew them
@@ -438,16 +544,18 @@ def evaluate_run(run_dir:str, # a run folder written by dml_train
     paths = items["path"].tolist()
     batches = (embedder.preprocess(paths[i:i + bs]) for i in range(0, len(paths), bs))
     rows = _baseline_rows(embed_with_baselines(models, batches), np.unique(names, return_inverse=True)[1], items,
-                          ks=tuple(k), n_ways=n_way, episodes=episodes, seed=seed)
+                          ks=tuple(k), n_ways=n_way, episodes=episodes, seed=seed, query_mask=is_query)
     return dict(run=str(run_dir), fingerprint=embedder.fingerprint, data=str(data), scored=scored, n_images=len(items),
-                n_classes=len(set(names)), episodes=episodes if "drawer" in items else None, metrics=rows["trained"],
+                n_classes=len(set(names)), protocol=_protocol(is_query, len(items)),
+                n_queries=int(is_query.sum()) if is_query is not None else None, n_gallery=int((~is_query).sum()) if is_query is not None else None,
+                episodes=episodes if "drawer" in items else None, metrics=rows["trained"],
                 untrained=rows["untrained"], raw_pixels=rows["raw pixels"], verdict=baseline_verdict(rows))
 
 def evaluation_report(result:dict, # from evaluate_run
                      ) -> str:
     "`evaluate_run`'s result as the text `dml_eval` prints: what was scored, the three-column table, the verdict."
     head = (f"{result['run']} on {result['data']}: {result['scored']}, {result['n_images']} images of {result['n_classes']} classes, "
-            "leave-one-out retrieval" + (f"; one-shot: {result['episodes']} episodes, mean ± 95% interval" if result["episodes"] else ""))
+            + result.get("protocol", "leave-one-out retrieval") + (f"; one-shot: {result['episodes']} episodes, mean ± 95% interval" if result["episodes"] else ""))
     table = metrics_table({"raw pixels": result["raw_pixels"], "untrained": result["untrained"], "trained": result["metrics"]})
     return f"{head}\n{table}\n{result['verdict']}"
 

@@ -11,12 +11,13 @@ import torch
 from PIL import Image
 from fastcore.test import test_close, test_eq, test_is
 from pytorch_metric_learning import miners as pml_miners, distances as pml_distances, losses as pml_losses
-from . import core
+from pytorch_metric_learning import reducers as pml_reducers, regularizers as pml_regularizers
+from . import core, losses_base
 from .datasets import cache_problem
 
 # %% auto #0
-__all__ = ['random_batch', 'test_same_tuples', 'check_same_as_pml', 'write_images', 'make_cub_replica', 'make_cars_replica',
-           'make_sop_replica', 'make_inshop_replica', 'check_cache_rebuilt']
+__all__ = ['random_batch', 'test_same_tuples', 'check_same_as_pml', 'reducer_grid', 'pml_flat_terms', 'write_images',
+           'make_cub_replica', 'make_cars_replica', 'make_sop_replica', 'make_inshop_replica', 'check_cache_rebuilt']
 
 # %% ../nbs/97_test_utils.ipynb #dd63adb6
 def random_batch(seed:int, # seed of the batch's own generator
@@ -65,6 +66,14 @@ def _takes_classes(make) -> bool:
     except (TypeError, ValueError): return False
 
 # %% ../nbs/97_test_utils.ipynb #b0f1cc61
+def _component(spec, pml:bool):
+    "A reducer or regulariser named by `(class name, kwargs)` (kwargs may name others), PML's or ours; anything else as it is."
+    if isinstance(spec, dict): return {k: _component(v, pml) for k, v in spec.items()}
+    if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)): return spec
+    name, kw = spec
+    module = (pml_reducers if name.endswith("Reducer") or name.endswith("Reducers") else pml_regularizers) if pml else losses_base
+    return getattr(module, name)(**{k: _component(v, pml) for k, v in kw.items()})
+
 def _build(make, setting:dict, distance, num_classes:int, dim:int, pml:bool, classes:bool=False):
     "Build `make(**setting)` with the named `distance` (ours or PML's); with `classes`, also the class count and dimension."
     if isinstance(make, torch.nn.Module): return make  # an instance is used as it is
@@ -74,6 +83,8 @@ def _build(make, setting:dict, distance, num_classes:int, dim:int, pml:bool, cla
         name, dist_kw = distance if isinstance(distance, tuple) else (distance, {})
         kw["distance"] = getattr(pml_distances if pml else core, name)(**dist_kw)
     if classes and "num_classes" not in kw: kw = dict(num_classes=num_classes, embedding_size=dim, **kw)
+    for key in ("reducer", "embedding_regularizer", "weight_regularizer"):  # named as (class name, kwargs): built for each side
+        if key in kw: kw[key] = _component(kw[key], pml)
     return make(**kw)
 
 # %% ../nbs/97_test_utils.ipynb #f8410903
@@ -165,6 +176,43 @@ def check_same_as_pml(ours, # our class or factory (called with each setting), o
     shape = f"{len(settings) * len(distances)} settings x {len(o['seeds'])} seeds x {len(o['sizes'])} sizes x {len(o['cases'])} inputs ({', '.join(o['cases'])})"
     tolerance = f", eps={o['eps']:g}" if kind != "miner" else ""
     print(f"{name}: same {_WHAT[kind]} as PML in {n_checks} checks: {shape}{tolerance}")
+
+# %% ../nbs/97_test_utils.ipynb #a70dbb88
+def reducer_grid(reduction_types:tuple=("element",), # the kinds of terms the loss gives: "element", "pos_pair", "neg_pair", "triplet"
+                 divisor:bool=False, # the loss gives its sub-losses a divisor (DivisorReducer applies)
+                 high:float=10., # ThresholdReducer's upper bound (terms at or above it are left out)
+                 weights:bool=False, # the loss learns class vectors: also each weight regulariser
+                 num_weights:int=8, # ClassWeightedReducer's number of class weights (at least the number of classes)
+                 skip:tuple=(), # reducer names to leave out (see `pml_flat_terms`)
+                ) -> list[dict]:
+    "Settings for `check_same_as_pml`: every applicable reducer, then every regulariser, each named as (class, kwargs)."
+    reducers = [("MeanReducer", {}), ("SumReducer", {}), ("AvgNonZeroReducer", {}), ("ThresholdReducer", dict(low=0.1, high=high)),
+                ("ClassWeightedReducer", dict(weights=torch.linspace(0.5, 2, num_weights)))]
+    if "triplet" not in reduction_types: reducers.append(("PerAnchorReducer", dict(reducer=("AvgNonZeroReducer", {}))))
+    if divisor: reducers.append(("DivisorReducer", {}))
+    settings = [dict(reducer=r) for r in reducers if r[0] not in skip]
+    settings += [dict(embedding_regularizer=("LpRegularizer", {}), embedding_reg_weight=0.3), dict(embedding_regularizer=("ZeroMeanRegularizer", {}))]
+    if weights: settings += [dict(weight_regularizer=(name, {}), weight_reg_weight=0.5) for name in ("RegularFaceRegularizer", "CenterInvariantRegularizer", "LpRegularizer")]
+    return settings
+
+# %% ../nbs/97_test_utils.ipynb #57c6d6d9
+class _FlatTerms(torch.nn.Module):
+    "A PML loss built with DoNothingReducer, followed by a PML reducer on its terms flattened to vectors."
+    def __init__(self, loss, reducer):
+        super().__init__()
+        self.loss, self.reducer = loss, reducer
+    def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
+        total = 0
+        for name, info in self.loss(embeddings, labels, indices_tuple, ref_emb, ref_labels).items():
+            info = dict(info)
+            if torch.is_tensor(info["losses"]) and info["losses"].ndim == 2: info["losses"] = info["losses"].flatten()
+            total = total + self.reducer({name: info}, embeddings, labels)
+        return total
+
+def pml_flat_terms(pml_class) -> callable: # a PML loss class without class weights
+    "A factory for `check_same_as_pml`: `pml_class(**kwargs)` whose `reducer` sees its terms as vectors."
+    def make(reducer, **kwargs): return _FlatTerms(pml_class(reducer=pml_reducers.DoNothingReducer(), **kwargs), reducer)
+    return make
 
 # %% ../nbs/97_test_utils.ipynb #b2b2e394
 def write_images(root, layout, size=16, ext=".png"):

@@ -2,7 +2,9 @@
 import os, shutil, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+import numpy as np
 import pytest
+from PIL import Image
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
 ENV.pop("DML_NB_DEBUG", None)
@@ -53,3 +55,13 @@ def check_user_error(proc:subprocess.CompletedProcess, *contains:str, prog:str|N
 def temporary_files(folder:Path) -> list:
     "Files an interrupted atomic write would leave behind: hidden `.NAME-*` stages and `*.tmp` files."
     return [p for p in Path(folder).rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+
+def write_digits(folder:Path, classes:dict, per_class:int=20, offset:int=0, file_name:str="{i:03d}.png") -> Path:
+    "PNG class folders of scikit-learn's 8x8 digits: `folder/<class>/<file_name>`, for `classes` mapping a (nested) folder name to a digit."
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    for name, digit in classes.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(digits.images[digits.target == digit][offset:offset + per_class]):
+            Image.fromarray(np.round(image * 255 / 16).astype(np.uint8)).save(folder / name / file_name.format(i=i, digit=digit))
+    return folder

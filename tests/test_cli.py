@@ -10,23 +10,12 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from scripts import check_user_error, finish, ok, run, run_many, start
+from scripts import check_user_error, finish, ok, run, run_many, start, write_digits
 
 root = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------- data and the shared run
 
 CLASSES = {"round/0": 0, "round/6": 6, "round/8": 8, "straight/1": 1, "straight/4": 4, "straight/7": 7}
-
-def write_digits(folder:Path, classes:dict, per_class:int=20, offset:int=0) -> Path:
-    "PNG class folders of scikit-learn's digits: `folder/<class>/<i>.png`."
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    for name, digit in classes.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        images = digits.images[digits.target == digit][offset:offset + per_class]
-        for i, image in enumerate(images):
-            Image.fromarray(np.round(image * 255 / 16).astype(np.uint8)).save(folder / name / f"{i:03d}.png")
-    return folder
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:

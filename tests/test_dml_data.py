@@ -11,11 +11,10 @@ import json, shutil, subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import imagehash
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from scripts import check_user_error, execute, ok, temporary_files
+from scripts import check_user_error, execute, ok, temporary_files, write_digits
 
 def data_error(proc, *contains): check_user_error(proc, *contains, prog="dml_data")
 
@@ -30,12 +29,7 @@ def work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def gallery(work) -> Path:
     "6 nested digit classes x 20 8x8 PNGs, plus a 16x16 copy of one image (a near-duplicate) and a broken file."
-    from sklearn.datasets import load_digits
-    digits, folder = load_digits(), work / "gallery"
-    for name, digit in CLASSES.items():
-        (folder / name).mkdir(parents=True)
-        for i, image in enumerate(digits.images[digits.target == digit][:PER_CLASS]):
-            Image.fromarray(np.round(image * 255 / 16).astype(np.uint8)).save(folder / name / f"{i:03d}.png")
+    folder = write_digits(work / "gallery", CLASSES, PER_CLASS)
     Image.open(folder / "round/6/003.png").resize((16, 16)).save(folder / "round/6/big_copy.png")
     (folder / "straight/1/broken.png").write_bytes(b"this is not a PNG file")
     return folder

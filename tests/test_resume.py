@@ -8,25 +8,17 @@ the resume and a refusal (an option that differs from the run's) side by side.
 import json, shutil, signal, subprocess, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
-from scripts import check_user_error, finish, ok, start
+from scripts import check_user_error, finish, ok, start, write_digits
 
 GROUPS = {"train": "012467", "valid": "35", "test": "89"}
 
-def write_digits(folder:Path, per_class:int=12) -> Path:
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    for group, names in GROUPS.items():
-        for name in names:
-            (folder/group/name).mkdir(parents=True)
-            images = digits.images[digits.target == int(name)][:per_class]
-            for i, image in enumerate(images):
-                Image.fromarray((image * 255 / 16).astype(np.uint8)).save(folder/group/name/f"{name}_{i:02d}.png")
-    return folder
+def write_groups(folder:Path, per_class:int=12) -> Path:
+    "Digit class folders under train/, valid/ and test/ group folders, as GROUPS says."
+    classes = {f"{group}/{name}": int(name) for group, names in GROUPS.items() for name in names}
+    return write_digits(folder, classes, per_class, file_name="{digit}_{i:02d}.png")
 
 def kill_after_first_checkpoint(proc:subprocess.Popen, run:Path, timeout:float=300) -> int:
     "SIGKILL `proc` as soon as its first checkpoint exists (it appears whole: it is renamed into place); the epoch it holds."
@@ -40,7 +32,7 @@ def kill_after_first_checkpoint(proc:subprocess.Popen, run:Path, timeout:float=3
     return torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"]
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
-    data = write_digits(tmp_path/"data")
+    data = write_groups(tmp_path/"data")
     options = ["--data", data, "--valid_groups", "valid", "--test_groups", "test", "--epochs", 3, "--bs", 12,
                "--m_per_class", 4, "--no-plots"]
     full, killed = tmp_path/"runs"/"full", tmp_path/"runs"/"killed"

@@ -183,7 +183,7 @@ def reducer_grid(reduction_types:tuple=("element",), # the kinds of terms the lo
                  high:float=10., # ThresholdReducer's upper bound (terms at or above it are left out)
                  weights:bool=False, # the loss learns class vectors: also each weight regulariser
                  num_weights:int=8, # ClassWeightedReducer's number of class weights (at least the number of classes)
-                 skip:tuple=(), # reducer names to leave out (see `pml_flat_terms`)
+                 skip:tuple=(), # reducer names to leave out (see pml_flat_terms)
                 ) -> list[dict]:
     "Settings for `check_same_as_pml`: every applicable reducer, then every regulariser, each named as (class, kwargs)."
     reducers = [("MeanReducer", {}), ("SumReducer", {}), ("AvgNonZeroReducer", {}), ("ThresholdReducer", dict(low=0.1, high=high)),

@@ -15,6 +15,9 @@ python -m pip install -q -e ".[dev]"
 python -m pip check
 
 export HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONWARNINGS=ignore::FutureWarning
+# one torch thread per process: the notebooks run two at a time and the script tests several, and processes that each
+# spin up a thread per core wait on each other (a fit runs 3.6 times slower two-at-a-time with 2 threads each on 2 cores)
+export OMP_NUM_THREADS=1
 export DML_NB_DATA="${DML_NB_DATA:-$(mktemp -d)}"  # datasets the tests write go to a scratch cache
 
 step "notebooks are clean (nbdev_clean leaves no diff)"

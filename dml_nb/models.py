@@ -88,10 +88,19 @@ class ConvNet(nn.Sequential):
 BUILTIN_ARCHS = {"convnet4": dict(n_blocks=4, width=64), "convnet2": dict(n_blocks=2, width=32)}
 
 # %% ../nbs/06_models.ipynb #e475a5a3
-def _set_bn_eval(module:nn.Module):
-    "Put every BatchNorm layer inside `module` in eval mode (running statistics fixed)."
-    for layer in module.modules():
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm): layer.eval()
+class _ImageModel(nn.Module):
+    "What `Embedder` and `CascadedEmbedder` share: images of `n_in` channels in, and a backbone whose BatchNorm statistics `freeze_bn` fixes."
+    def _check_images(self, x:torch.Tensor):
+        "Raise a clear error unless `x` is a batch of images (n, n_in, H, W)."
+        if x.ndim != 4 or x.shape[1] != self.n_in: raise ValueError(f"expected images of shape (n, {self.n_in}, H, W), got {tuple(x.shape)}")
+
+    def train(self, mode:bool=True):
+        "Set training mode; with `freeze_bn`, the backbone's BatchNorm layers stay in eval mode."
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for layer in self.backbone.modules():
+                if isinstance(layer, nn.modules.batchnorm._BatchNorm): layer.eval()
+        return self
 
 def shifted_views(images:torch.Tensor, # (n, C, H, W) images
                   shift:int, # pixels
@@ -110,7 +119,7 @@ def _check_head_args(embed_dim, neck, dropout, tta_shift):
     if not 0 <= dropout < 1: raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     if not isinstance(tta_shift, int) or tta_shift < 0: raise ValueError(f"tta_shift must be a non-negative integer, got {tta_shift!r}")
 
-class Embedder(nn.Module):
+class Embedder(_ImageModel):
     "Backbone, global pooling, linear neck (+ BatchNorm) and L2 normalisation: images (n, n_in, H, W) -> embeddings (n, embed_dim)."
     def __init__(self,
                  backbone:nn.Module, # maps images to a feature map (n, C, h, w), (n, h, w, C) or tokens (n, L, C)
@@ -148,18 +157,11 @@ class Embedder(nn.Module):
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         "Embeddings (n, embed_dim) of images (n, n_in, H, W); in eval mode with `tta_shift`, the mean over `shifted_views`, normalised again."
-        if x.ndim != 4 or x.shape[1] != self.n_in:
-            raise ValueError(f"expected images of shape (n, {self.n_in}, H, W), got {tuple(x.shape)}")
+        self._check_images(x)
         if self.training or not self.tta_shift: return self.norm(self.neck(self.pool(self.feature_map(self.backbone(x)))))
         views = shifted_views(x, self.tta_shift)
         embeddings = self.norm(self.neck(self.pool(self.feature_map(self.backbone(torch.cat(views))))))
         return self.norm(embeddings.view(len(views), x.shape[0], -1).mean(0))  # x.shape[0], not len(x): torch.export keeps it symbolic
-
-    def train(self, mode:bool=True):
-        "Set training mode; with `freeze_bn`, the backbone's BatchNorm layers stay in eval mode."
-        super().train(mode)
-        if mode and self.freeze_bn: _set_bn_eval(self.backbone)
-        return self
 
     def splitter(self, model:nn.Module|None=None) -> list:
         "fastai parameter groups [backbone, head] (see `embedder_splitter`); `model` defaults to this one."
@@ -317,7 +319,7 @@ class TimmStages(nn.Module):
     def forward(self, x:torch.Tensor) -> list[torch.Tensor]: return list(self.net(x))[-self.n_stages:]
 
 # %% ../nbs/06_models.ipynb #7f66460b
-class CascadedEmbedder(nn.Module):
+class CascadedEmbedder(_ImageModel):
     "Embedders on feature maps of increasing depth of one backbone (HDC): images -> the concatenation of the stages' embeddings."
     def __init__(self,
                  backbone:nn.Module, # maps images to a list of feature maps (n, C_s, h_s, w_s), shallow to deep, with a `widths` attribute
@@ -343,19 +345,13 @@ class CascadedEmbedder(nn.Module):
 
     def stage_embeddings(self, x:torch.Tensor) -> list[torch.Tensor]:
         "The embedding of every stage, shallow to deep: a list of (n, embedding_sizes[s])."
-        if x.ndim != 4 or x.shape[1] != self.n_in: raise ValueError(f"expected images of shape (n, {self.n_in}, H, W), got {tuple(x.shape)}")
+        self._check_images(x)
         return [stage(fmap) for stage, fmap in zip(self.stages, self.backbone(x))]
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         "Training: the stages' embeddings side by side; eval: the same, L2-normalised as a whole (with `normalize`)."
         embeddings = torch.cat(self.stage_embeddings(x), dim=1)
         return embeddings if self.training else self.norm(embeddings)
-
-    def train(self, mode:bool=True):
-        "Set training mode; with `freeze_bn`, the backbone's BatchNorm layers stay in eval mode."
-        super().train(mode)
-        if mode and self.freeze_bn: _set_bn_eval(self.backbone)
-        return self
 
     def splitter(self, model:nn.Module|None=None) -> list:
         "fastai parameter groups [backbone, stage heads]."

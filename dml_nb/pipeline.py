@@ -101,6 +101,11 @@ def training_method(name:str, # a key of TRAINING_METHODS ("-" and case ignored)
     return TRAINING_METHODS[key]
 
 _LEARNER_OWN = ("dls", "model", "loss_func", "miner", "kwargs", "cbs", "loss_lr_mult", "tensorboard", "path", "model_dir")  # filled by the pipeline, not by --method_args
+_FASTAI_PLUMBING = ("metrics", "reference_dl", "splitter", "opt_func")  # Python objects, given through the Python API only
+
+def _python_only(parameter:inspect.Parameter) -> bool:
+    "A learner option whose value is a Python object (a module, a function), which neither a command line nor a YAML file can give."
+    return parameter.name in _FASTAI_PLUMBING or any(t in str(parameter.annotation) for t in ("Module", "Callable"))
 
 def method_arguments(name:str, # the method
                      method_args:str|dict|None=None, # its options as key=value pairs (see parse_kwargs)
@@ -109,7 +114,12 @@ def method_arguments(name:str, # the method
     "`(create_embedder arguments, learner arguments)` of a method: its defaults, overridden by `method_args`; an unknown key is an `OptionError`."
     method, given = training_method(name), parse_kwargs(method_args, "--method_args")
     model_keys = set(method.model_keys)  # create_embedder arguments the method lets a user set
-    learner_keys = [p for p in inspect.signature(method.learner).parameters if p not in _LEARNER_OWN]
+    parameters = [p for p in inspect.signature(method.learner).parameters.values() if p.name not in _LEARNER_OWN]
+    learner_keys = [p.name for p in parameters if not _python_only(p)]
+    objects = sorted(set(given) & {p.name for p in parameters if _python_only(p)})
+    if objects:
+        raise OptionError(f"--method_args {', '.join(objects)}: a Python object, which only the Python API takes "
+                          f"({method.learner.__name__}(..., {objects[0]}=...))")
     unknown = sorted(set(given) - model_keys - set(learner_keys))
     if unknown:
         raise OptionError(f"--method_args {', '.join(unknown)}: not an option of --method {name}; its options are: "

@@ -82,6 +82,10 @@ def _stage_losses(loss_func, # one metric loss, or a list of one per stage
         raise ValueError(f"{type(loss_func).__name__} has learnable parameters for one embedding size, and the stages have sizes {sizes}: give one loss per stage")
     return [copy.deepcopy(loss_func) for _ in sizes]
 
+def _refuse_memory(learner:str, kwargs:dict, why:str=""):
+    "Methods whose tuples are made inside one batch cannot take metric_learner's cross-batch memory: say so, naming `learner`."
+    if kwargs.pop("memory_size", None) is not None: raise ValueError(f"{learner} does not take memory_size" + (f": {why}" if why else ""))
+
 def cascaded_learner(dls, # DataLoaders yielding (images, integer labels)
                      model:CascadedEmbedder, # made by create_embedder(..., cascade=S); trained in place
                      loss_func, # a metric loss, copied for each stage; or a list of one loss per stage
@@ -93,8 +97,7 @@ def cascaded_learner(dls, # DataLoaders yielding (images, integer labels)
     "A `metric_learner` for Hard-Aware Deeply Cascaded Embedding: a loss per stage of `model`, each stage given the hardest pairs of the one before."
     if not isinstance(model, CascadedEmbedder):
         raise TypeError(f"cascaded_learner needs a CascadedEmbedder, made by create_embedder(..., cascade=S), got {type(model).__name__}")
-    if kwargs.get("memory_size") is not None: raise ValueError("cascaded_learner does not take memory_size: each stage mines its own batch")
-    kwargs.pop("memory_size", None)
+    _refuse_memory("cascaded_learner", kwargs, "each stage mines its own batch")
     sizes = model.embedding_sizes
     miners = [miner if miner is not None else HDCMiner(filter_percentage)] + [HDCMiner(filter_percentage) for _ in sizes[1:]]
     return metric_learner(dls, model, CascadedLoss(_stage_losses(loss_func, sizes), sizes, miners, stage_weights), **kwargs)
@@ -247,8 +250,7 @@ def adversarial_learner(dls, # DataLoaders yielding (images, integer labels)
     "A `metric_learner` for Deep Adversarial Metric Learning: a generator of hard negatives trained with the embedder, with PML's losses and weights."
     if not isinstance(model, Embedder):
         raise TypeError(f"adversarial_learner needs an Embedder made by create_embedder (without num_classes or cascade), got {type(model).__name__}")
-    if kwargs.get("memory_size") is not None: raise ValueError("adversarial_learner does not take memory_size")
-    kwargs.pop("memory_size", None)
+    _refuse_memory("adversarial_learner", kwargs, "the generator's negatives are made from this batch")
     if not isinstance(triplets_per_anchor, int) or triplets_per_anchor < 1: raise ValueError(f"triplets_per_anchor must be a positive integer, got {triplets_per_anchor!r}")
     _check_metric_loss(loss_func)
     synth_loss = copy.deepcopy(loss_func) if synth_loss is None else synth_loss

@@ -22,7 +22,7 @@ from .distributed import gather_for_loss, is_distributed
 from .images import open_image
 from .learner import MetricLearner, metric_learner, retrieval_metric_columns
 from .models import embeddings_of
-from .training_methods import TrainingMethod
+from .training_methods import TrainingMethod, _refuse_memory
 
 # %% auto #0
 __all__ = ['VIEW_PRESETS', 'TRAINING_METHODS_VIEWS', 'RandomViews', 'AugmentedViewsCallback', 'augmentation_learner',
@@ -111,7 +111,7 @@ def augmentation_learner(dls, # DataLoaders of (images, labels); the training la
                          **kwargs, # passed to metric_learner (metrics, cbs, lr, path, ...)
                         ) -> MetricLearner:
     "A `metric_learner` that trains without labels: the positives of an image are its own augmented views (PML's UnsupervisedEmbeddingsUsingAugmentations)."
-    if kwargs.get("memory_size") is not None: raise ValueError("augmentation_learner does not take memory_size: labels are batch positions, which a memory of past batches would confuse")
+    _refuse_memory("augmentation_learner", kwargs, "labels are batch positions, which a memory of past batches would confuse")
     if augment is None:
         n_in = getattr(dls, "dml_config", {}).get("n_in", 3)
         augment = RandomViews(**VIEW_PRESETS["gray" if n_in == 1 else "photo"])
@@ -247,7 +247,7 @@ def two_stream_learner(dls:TwoStreamDataLoaders, # from two_stream_dataloaders
     "A `metric_learner` whose anchors come from one stream and positives and negatives from the other (PML's TwoStreamMetricLoss); its metrics are stream-1 queries against stream-2 references."
     if getattr(dls, "reference_dl", None) is None or not getattr(dls, "dml_config", {}).get("two_stream"):
         raise ValueError("two_stream_learner needs DataLoaders from two_stream_dataloaders(items), whose items have a stream column (or drawers)")
-    if kwargs.get("memory_size") is not None: raise ValueError("two_stream_learner does not take memory_size")
+    _refuse_memory("two_stream_learner", kwargs, "anchors of one stream are paired with the other stream of the same batch")
     kwargs.setdefault("reference_dl", dls.reference_dl)
     return metric_learner(dls, model, loss_func, miner=None, cbs=listify(kwargs.pop("cbs", None)) + [TwoStreamCallback(miner)], **kwargs)
 

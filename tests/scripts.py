@@ -1,6 +1,5 @@
 """What the end-to-end tests of the console scripts share: finding an installed script, running it, and reading its errors."""
-import os, shutil, subprocess, sys
-from concurrent.futures import ThreadPoolExecutor
+import json, os, shutil, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
 import pytest
@@ -37,11 +36,19 @@ def run(name:str, *args, cwd=None) -> subprocess.CompletedProcess:
     "Run a console script and require success."
     return ok(execute(name, *args, cwd=cwd))
 
-def run_many(cases:dict, workers:int=4) -> dict:
-    "Run independent commands `{case: (script, *args)}` a few at a time; their results by case."
-    with ThreadPoolExecutor(workers) as pool:
-        futures = {case: pool.submit(lambda command: execute(*command), command) for case, command in cases.items()}
-        return {case: future.result() for case, future in futures.items()}
+def run_many(cases:dict, workers:int=4, cwd=None, timeout:int=900) -> dict:
+    """Run independent commands `{case: (script, *args)}` a few at a time; their results by case.
+    Each is a process of its own, forked by fork_runner.py from one interpreter that imported dml_nb once."""
+    with tempfile.TemporaryDirectory() as out:
+        job = dict(workers=workers, out=out, cases={case: dict(argv=[script(name), *map(str, args)], cwd=None if cwd is None else str(cwd))
+                                                    for case, (name, *args) in cases.items()})
+        runner = subprocess.run([sys.executable, str(Path(__file__).with_name("fork_runner.py"))], input=json.dumps(job),
+                                capture_output=True, text=True, env=ENV, timeout=timeout)
+        assert runner.returncode == 0, f"fork_runner.py failed:\n{runner.stdout}\n{runner.stderr}"
+        status = json.loads(runner.stdout)
+        read = lambda case, stream: (Path(out) / f"{case}.{stream}").read_text()
+        return {case: subprocess.CompletedProcess(job["cases"][case]["argv"], status[case], read(case, "stdout"), read(case, "stderr"))
+                for case in cases}
 
 def check_user_error(proc:subprocess.CompletedProcess, *contains:str, prog:str|None=None):
     "A user error: status 1, no traceback, exactly one `<prog>: error: ...` line on stderr containing each of `contains`."

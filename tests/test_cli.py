@@ -2,7 +2,8 @@
 
 They run the *installed* scripts as subprocesses, the way a user does, on a tiny folder of class folders (scikit-learn's
 digits written as PNGs, classes nested one level deep). One short training run is shared by the tests; the error
-cases, which are independent of each other, run concurrently to keep the file fast on two cores.
+cases, which are independent of each other, run a few at a time, each in a process forked from one interpreter that
+imported dml_nb once (scripts.run_many), to keep the file fast on two cores.
 """
 import json, shutil
 from pathlib import Path

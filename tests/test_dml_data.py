@@ -1,20 +1,19 @@
 """End-to-end tests of the console script dml_data, and of dml_train reading the CSV files it writes.
 
 They run the *installed* scripts as subprocesses, the way a user does, on a tiny folder of class folders built here
-(scikit-learn's digits as PNGs) with one enlarged copy of an image and one file that is not an image. Each command
-starts Python with torch and fastai (seconds of CPU on a small machine), so the main jobs (info; filters and a split,
-then dml_train on it) and two representative errors run as commands, together in one fixture; the folds, the other
+(scikit-learn's digits as PNGs) with one enlarged copy of an image and one file that is not an image. The main jobs
+(info; filters and a split, then dml_train on it) and two representative errors run as commands, together in one
+fixture; the folds, the other
 errors and --overwrite call the script's function in this process (the same code, from argument parsing to the
 one-line error and exit status).
 """
 import json, shutil, subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import imagehash
 import pandas as pd
 import pytest
 from PIL import Image
-from scripts import check_user_error, execute, ok, temporary_files, write_digits
+from scripts import check_user_error, execute, ok, run_many, temporary_files, write_digits
 
 def data_error(proc, *contains): check_user_error(proc, *contains, prog="dml_data")
 
@@ -43,8 +42,7 @@ def results(work, gallery) -> dict:
             "split": (gallery, "--out", work / "split.csv", "--min_size", "8", "--dedup_hamming", "2", "--split", "ratio", "--seed", "2"),
             "hamming": (gallery, "--out", bad / "hamming.csv", "--dedup_hamming", "65"),
             "strict": (gallery, "--out", bad / "strict.csv", "--strict")}
-    with ThreadPoolExecutor(3) as pool:
-        return dict(zip(jobs, pool.map(lambda args: execute("dml_data", *args), jobs.values())))
+    return run_many({case: ("dml_data", *args) for case, args in jobs.items()}, workers=3)
 
 def test_info_table(work, results):
     proc = ok(results["info"])

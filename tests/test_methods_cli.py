@@ -21,10 +21,11 @@ def results(tmp_path_factory) -> tuple:
     cases = {method: train(method) for method in ("metric_loss_only", "train_with_classifier", "adversarial", "unsupervised")}
     cases["cascaded"] = train("cascaded", folder, "--method_args", "cascade=2,filter_percentage=0.4")
     cases["two_stream"] = train("two_stream", work / "streams.csv")
-    cases["unknown"] = ("dml_train", "--data", folder, "--method", "siamese", "--out", work / "bad")
-    cases["bad_option"] = ("dml_train", "--data", folder, "--method", "adversarial", "--method_args", "n_views=3", "--out", work / "bad")
-    cases["no_streams"] = train("two_stream", folder, out="bad")
-    cases["proxy_unsupervised"] = train("unsupervised", folder, "--loss", "proxy_anchor", out="bad")
+    # the refusals, each with its own --out: a run holds its folder (for a resume) while it runs, so they must not share one
+    cases["unknown"] = ("dml_train", "--data", folder, "--method", "siamese", "--out", work / "bad_unknown")
+    cases["bad_option"] = ("dml_train", "--data", folder, "--method", "adversarial", "--method_args", "n_views=3", "--out", work / "bad_option")
+    cases["no_streams"] = train("two_stream", folder, out="bad_no_streams")
+    cases["proxy_unsupervised"] = train("unsupervised", folder, "--loss", "proxy_anchor", out="bad_proxy_unsupervised")
     return work, run_many(cases, workers=3)
 
 @pytest.mark.parametrize("method", ["metric_loss_only", "train_with_classifier", "cascaded", "adversarial", "unsupervised", "two_stream"])
@@ -47,8 +48,9 @@ def test_every_method_trains_and_reports(results, method):
     assert embedder.embed(images).shape == (2, 12)
 
 def test_method_refusals(results):
-    _, procs = results
+    work, procs = results
     check_user_error(procs["unknown"], "unknown --method 'siamese'; the training methods are: metric_loss_only (", "two_stream (", prog="dml_train")
     check_user_error(procs["bad_option"], "--method_args n_views: not an option of --method adversarial; its options are:", prog="dml_train")
     check_user_error(procs["no_streams"], "--method two_stream on --data", "no 'stream' column and no drawer", prog="dml_train")
     check_user_error(procs["proxy_unsupervised"], "--method unsupervised has no classes", prog="dml_train")
+    assert not list(work.glob("bad*"))  # a refused run leaves nothing behind

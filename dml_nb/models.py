@@ -155,12 +155,20 @@ class Embedder(_ImageModel):
         if features.ndim != 4: raise ValueError(f"the backbone returned shape {tuple(features.shape)}: expected a 4-D feature map or 3-D tokens")
         return features.permute(0, 3, 1, 2) if self.output_fmt == "NHWC" else features
 
+    def pooled_features(self, x:torch.Tensor) -> torch.Tensor:
+        "The backbone's features of images, pooled: (n, pooled width), the input of the head."
+        return self.pool(self.feature_map(self.backbone(x)))
+
+    def head(self, features:torch.Tensor) -> torch.Tensor:
+        "Embeddings of pooled features: the neck (linear layer, BatchNorm), then the normalisation."
+        return self.norm(self.neck(features))
+
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         "Embeddings (n, embed_dim) of images (n, n_in, H, W); in eval mode with `tta_shift`, the mean over `shifted_views`, normalised again."
         self._check_images(x)
-        if self.training or not self.tta_shift: return self.norm(self.neck(self.pool(self.feature_map(self.backbone(x)))))
+        if self.training or not self.tta_shift: return self.head(self.pooled_features(x))
         views = shifted_views(x, self.tta_shift)
-        embeddings = self.norm(self.neck(self.pool(self.feature_map(self.backbone(torch.cat(views))))))
+        embeddings = self.head(self.pooled_features(torch.cat(views)))
         return self.norm(embeddings.view(len(views), x.shape[0], -1).mean(0))  # x.shape[0], not len(x): torch.export keeps it symbolic
 
     def splitter(self, model:nn.Module|None=None) -> list:
@@ -247,6 +255,11 @@ def create_backbone(arch:str, # a built-in net ("convnet4", "convnet2"), a timm 
             raise ValueError(f"timm has no pretrained weights for {arch!r}: use pretrained=False, or pick a model from timm.list_models(pretrained=True)") from e
         raise
 
+def _config(arch, embed_dim, pretrained, n_in, pool, normalize, neck, dropout, freeze_bn, **more) -> dict:
+    "The arguments that rebuild a model made by `create_embedder` (a model's `config`, saved as JSON)."
+    return dict(arch=arch, embed_dim=embed_dim, pretrained=str(pretrained) if isinstance(pretrained, Path) else pretrained,
+                n_in=n_in, pool=pool, normalize=normalize, neck=neck, dropout=dropout, freeze_bn=freeze_bn, **more)
+
 def create_embedder(arch:str, # a built-in net ("convnet4", "convnet2"), any timm model name, "hf-hub:org/name" or "open_clip:MODEL[/TAG]"
                     embed_dim:int|None=128, # embedding size; None for the pooled features themselves
                     pretrained:bool|str=False, # load pretrained weights: True (download) or the path of a local weight file
@@ -273,8 +286,7 @@ def create_embedder(arch:str, # a built-in net ("convnet4", "convnet2"), any tim
     model = Embedder(backbone, backbone.num_features, embed_dim=embed_dim, pool=pool, neck=neck, normalize=normalize,
                      dropout=dropout, n_in=n_in, output_fmt=str(getattr(fmt, "value", fmt)),
                      num_prefix_tokens=getattr(backbone, "num_prefix_tokens", 0), freeze_bn=freeze_bn, tta_shift=tta_shift)
-    model.config = dict(arch=arch, embed_dim=embed_dim, pretrained=str(pretrained) if isinstance(pretrained, Path) else pretrained,
-                        n_in=n_in, pool=pool, normalize=normalize, neck=neck, dropout=dropout, freeze_bn=freeze_bn, **timm_kwargs)
+    model.config = _config(arch, embed_dim, pretrained, n_in, pool, normalize, neck, dropout, freeze_bn, **timm_kwargs)
     if tta_shift: model.config["tta_shift"] = tta_shift  # only when used: the configs (and fingerprints) of other models stay as they were
     return model if num_classes is None else EmbedderWithClassifier(model, num_classes)
 
@@ -383,8 +395,7 @@ def cascaded_embedder(arch:str, # a built-in net or a timm model name
     if arch in BUILTIN_ARCHS: backbone = ConvNetStages(create_backbone(arch, pretrained, n_in, **timm_kwargs), cascade)
     else: backbone = TimmStages(create_backbone(arch, pretrained, n_in, features_only=True, **timm_kwargs), cascade)
     model = CascadedEmbedder(backbone, sizes, pool=pool, neck=neck, normalize=normalize, dropout=dropout, n_in=n_in, freeze_bn=freeze_bn)
-    model.config = dict(arch=arch, embed_dim=embed_dim, pretrained=str(pretrained) if isinstance(pretrained, Path) else pretrained,
-                        n_in=n_in, pool=pool, normalize=normalize, neck=neck, dropout=dropout, freeze_bn=freeze_bn, **timm_kwargs, cascade=cascade)
+    model.config = _config(arch, embed_dim, pretrained, n_in, pool, normalize, neck, dropout, freeze_bn, **timm_kwargs, cascade=cascade)
     return model
 
 # %% ../nbs/06_models.ipynb #c2c31742

@@ -114,13 +114,12 @@ class AdversarialEmbedder(nn.Module):
 
     def features(self, x:torch.Tensor) -> torch.Tensor:
         "The pooled features of images (the trunk's output, where the generator works)."
-        e = self.embedder
-        if x.ndim != 4 or x.shape[1] != e.n_in: raise ValueError(f"expected images of shape (n, {e.n_in}, H, W), got {tuple(x.shape)}")
-        return e.pool(e.feature_map(e.backbone(x)))
+        self.embedder._check_images(x)
+        return self.embedder.pooled_features(x)
 
     def head(self, features:torch.Tensor) -> torch.Tensor:
         "The embeddings of pooled features: the embedder's neck and normalisation."
-        return self.embedder.norm(self.embedder.neck(features))
+        return self.embedder.head(features)
 
     def forward(self, x:torch.Tensor):
         if not self.training: return self.embedder(x)

@@ -691,12 +691,10 @@ def split_metrics(splits:dict, # split name -> (embeddings, labels), e.g. {"trai
         references = _reference_splits(split, names, reference_set, training_split)
         query, query_labels = prepared[split]
         if references == [split]: values = retrieval_metrics(query, query_labels, ks=ks, include=include)
-        elif split in references:  # the query split first, each query leaving itself out
-            values = _retrieval_metrics_of_first(torch.cat([prepared[n][0] for n in references]),
-                                                 np.concatenate([np.asarray(prepared[n][1]) for n in references]), len(query), ks, include)
         else:
-            values = retrieval_metrics(query, query_labels, torch.cat([prepared[n][0] for n in references]),
-                                       np.concatenate([np.asarray(prepared[n][1]) for n in references]), ks=ks, include=include)
+            combined = torch.cat([prepared[n][0] for n in references]), np.concatenate([np.asarray(prepared[n][1]) for n in references])
+            if split in references: values = _retrieval_metrics_of_first(*combined, len(query), ks, include)  # the query split first, each query leaving itself out
+            else: values = retrieval_metrics(query, query_labels, *combined, ks=ks, include=include)
         out.update({f"{name}_{split}": v for name, v in values.items()})
     return out
 
